@@ -1,0 +1,355 @@
+"""Diversity and fidelity metrics for condensed (synthetic) data sets.
+
+Every metric here acts on *embeddings* -- float arrays ``[N, d]`` -- together
+with integer class labels ``[N]``.  Computing the embeddings (teacher forward
+pass, feature bank) is another module's job.  Inputs may be ``torch.Tensor``
+(any device / dtype; detached and copied to the CPU) or ``numpy`` arrays; all
+arithmetic is done in float64 and every returned number is a plain Python
+``float`` (``NaN`` where a value is undefined, see below).
+
+Definitions
+-----------
+Intra-class cosine similarity
+    For a class with samples ``z_1..z_n`` (``n >= 2``) the mean of
+    ``cos(z_i, z_j)`` over ordered pairs ``i != j``; the reported ``"mean"`` is
+    the unweighted average over classes.  Lower means more diverse.  Classes
+    with a single sample are skipped (absent from ``"per_class"``); when no
+    class has two samples the mean is ``NaN``.
+
+Vendi score (Friedman & Dieng, 2023)
+    ``VS_q = exp(H_q(lambda))`` where ``lambda`` are the eigenvalues of ``K / n``,
+    ``K`` is the cosine-similarity kernel of the ``n`` embeddings
+    (``K_ii = 1``) and ``H_q`` is the Renyi entropy of order ``q``; i.e. the
+    Hill number ``(sum_i lambda_i^q)^(1 / (1 - q))``, with
+    ``exp(-sum_i lambda_i log lambda_i)`` for ``q = 1`` (the default) and
+    ``1 / max_i lambda_i`` for ``q = inf``.  It ranges from 1 (all embeddings
+    parallel) to ``n`` (mutually orthogonal).  Computed per class and averaged
+    over classes (``"mean"``), and on all samples pooled (``"all"``).
+    Implementation: the ``vendi_score`` package.  When ``n > d`` it uses
+    ``vendi.score_dual`` (eigenvalues of ``X^T X / n`` for row-normalised ``X``,
+    which has the same non-zero spectrum as ``K / n``); when ``n <= d`` it
+    builds ``K`` with torchmetrics' ``pairwise_cosine_similarity(...,
+    zero_diagonal=False)`` and calls ``vendi.score_K``.  (``vendi.score_X`` is
+    not used: vendi-score 0.0.3 ignores its ``q`` argument.)
+
+Precision / recall / density / coverage (Naeem et al., 2020)
+    Per class, *real* = embeddings of the real training images of that class,
+    *fake* = synthetic embeddings of that class.  The k-NN radius of a sample
+    is the Euclidean distance to its ``k``-th nearest *other* sample of the
+    same set (``k = 5`` by default); a ball contains a point when the distance
+    is strictly smaller than the radius.  With ``M`` fake and ``N`` real
+    samples:
+
+    * precision = fraction of fake samples inside at least one real ball;
+    * recall    = fraction of real samples inside at least one fake ball
+      (balls built with the fake-set radii);
+    * density   = ``1 / (k M) * sum_fake sum_real 1[fake in real ball]``;
+    * coverage  = fraction of real samples whose ball contains >= 1 fake.
+
+    Values are computed per class (over the classes present in the fake set)
+    and averaged over those classes; ``"all"`` is the same computation on all
+    real vs all fake samples, ignoring labels (so it also uses real samples of
+    classes that have no fake samples).  Implementation: ``prdc.compute_prdc``
+    (its stdout chatter is suppressed) when both sets have at least ``k + 2``
+    samples; below that prdc's own k-NN helper fails, so the four numbers are
+    computed from ``prdc.prdc.compute_pairwise_distance`` with the same
+    formulas.  When a class has ``n_fake <= k`` fake samples the fake-side
+    k-NN radius does not exist: recall is ``NaN`` for that class and the
+    class average of recall is a *nan-mean* (``NaN`` only if every class is
+    ``NaN``); precision, density and coverage are still reported.  A class
+    with ``n_real <= k`` real samples raises ``ValueError``.
+    Memory: prdc materialises ``N x N`` and ``N x M`` distance matrices, so
+    the all-classes version is quadratic in the total number of real samples.
+
+Cosine-based metrics (intra-class cosine, Vendi) reject all-zero embeddings,
+whose cosine similarity is undefined.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from prdc import compute_prdc
+from prdc import prdc as _prdc_impl
+from vendi_score import vendi as _vendi_pkg
+
+__all__ = ["intra_class_cosine", "vendi", "coverage", "diversity_metrics"]
+
+_PRDC_KEYS = ("precision", "recall", "density", "coverage")
+
+
+# --------------------------------------------------------------------------
+# input validation
+# --------------------------------------------------------------------------
+def _embeddings(x: Any, name: str) -> np.ndarray:
+    """Return ``x`` as a finite float64 numpy array ``[N, d]`` (N, d >= 1)."""
+    if isinstance(x, torch.Tensor):
+        if x.is_complex() or x.dtype == torch.bool:
+            raise ValueError(f"{name}: expected real-valued float embeddings, got dtype {x.dtype}")
+        arr = x.detach().to(device="cpu", dtype=torch.float64).numpy()
+    else:
+        arr = np.asarray(x)
+        if arr.dtype == np.bool_ or not (
+            np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+        ):
+            raise ValueError(f"{name}: expected real-valued float embeddings, got dtype {arr.dtype}")
+        arr = arr.astype(np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array of embeddings [N, d], got shape {tuple(arr.shape)}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(
+            f"{name}: expected at least one sample with at least one feature, got shape {tuple(arr.shape)}"
+        )
+    bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise ValueError(f"{name}: expected finite values, got {bad} non-finite (NaN/inf) entries")
+    return arr
+
+
+def _labels(y: Any, n: int, name: str, emb_name: str) -> np.ndarray:
+    """Return ``y`` as an int64 numpy array of length ``n``."""
+    if isinstance(y, torch.Tensor):
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ValueError(f"{name}: expected integer class labels, got dtype {y.dtype}")
+        arr = y.detach().cpu().numpy()
+    else:
+        arr = np.asarray(y)
+        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"{name}: expected integer class labels, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of {n} labels, got shape {tuple(arr.shape)}")
+    if arr.shape[0] != n:
+        raise ValueError(
+            f"{name}: expected one label per row of {emb_name} ({n} rows), got {arr.shape[0]} labels"
+        )
+    return arr.astype(np.int64)
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k: expected a positive integer number of neighbours, got {k!r}")
+    return int(k)
+
+
+def _check_q(q: Any) -> float:
+    try:
+        qf = float(q)
+    except (TypeError, ValueError):
+        raise ValueError(f"q: expected a non-negative number (order of the Vendi score), got {q!r}") from None
+    if math.isnan(qf) or qf < 0:
+        raise ValueError(f"q: expected a non-negative number (order of the Vendi score), got {q!r}")
+    return qf
+
+
+def _unit_rows(x: np.ndarray, name: str) -> np.ndarray:
+    """Row-normalise; cosine similarity is undefined for all-zero rows."""
+    norms = np.linalg.norm(x, axis=1)
+    zero = np.flatnonzero(norms == 0)
+    if zero.size:
+        raise ValueError(
+            f"{name}: cosine similarity needs non-zero embeddings, got {zero.size} all-zero row(s) "
+            f"(first indices {zero[:5].tolist()})"
+        )
+    return x / norms[:, None]
+
+
+def _classes(labels: np.ndarray) -> list[int]:
+    return [int(c) for c in np.unique(labels)]
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(sum(finite) / len(finite)) if finite else float("nan")
+
+
+# --------------------------------------------------------------------------
+# intra-class cosine similarity
+# --------------------------------------------------------------------------
+def _mean_offdiag_cosine(u: np.ndarray) -> float:
+    """Mean of cos(u_i, u_j) over i != j for unit rows ``u`` (n >= 2), in O(n d)."""
+    n = u.shape[0]
+    s = u.sum(axis=0)
+    total = float(s @ s) - float(np.einsum("ij,ij->", u, u))  # sum_{i,j} - sum_i
+    return total / (n * (n - 1))
+
+
+def intra_class_cosine(z, labels) -> dict:
+    """Mean pairwise (i != j) cosine similarity within each class.
+
+    Returns ``{"mean": float, "per_class": {class: float}}``; classes with a
+    single sample are skipped, and ``"mean"`` is ``NaN`` when none is left.
+    """
+    x = _embeddings(z, "z")
+    y = _labels(labels, x.shape[0], "labels", "z")
+    u = _unit_rows(x, "z")
+    per_class: dict[int, float] = {}
+    for c in _classes(y):
+        uc = u[y == c]
+        if uc.shape[0] >= 2:
+            per_class[c] = _mean_offdiag_cosine(uc)
+    mean = float(np.mean(list(per_class.values()))) if per_class else float("nan")
+    return {"mean": mean, "per_class": per_class}
+
+
+# --------------------------------------------------------------------------
+# Vendi score
+# --------------------------------------------------------------------------
+def _vendi_q_arg(q: float):
+    # vendi_score.entropy_q compares q == 1 and q == "inf"
+    return "inf" if math.isinf(q) else q
+
+
+def _vendi_dual(u: np.ndarray, q: float) -> float:
+    """n > d path: eigenvalues of X^T X / n (score_dual row-normalises X itself)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return float(_vendi_pkg.score_dual(u, q=_vendi_q_arg(q)))
+
+
+def _vendi_kernel(u: np.ndarray, q: float) -> float:
+    """n <= d path: eigenvalues of K / n with K the cosine kernel (K_ii = 1)."""
+    from torchmetrics.functional.pairwise import pairwise_cosine_similarity
+
+    kernel = pairwise_cosine_similarity(torch.from_numpy(u), zero_diagonal=False).numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return float(_vendi_pkg.score_K(kernel, q=_vendi_q_arg(q)))
+
+
+def _vendi_one(u: np.ndarray, q: float) -> float:
+    n, d = u.shape
+    return _vendi_dual(u, q) if n > d else _vendi_kernel(u, q)
+
+
+def vendi(z, labels, *, q: float = 1.0) -> dict:
+    """Vendi score of order ``q`` with the cosine kernel.
+
+    Returns ``{"mean": class-averaged score, "per_class": {class: score},
+    "all": score of all samples pooled}``.
+    """
+    qf = _check_q(q)
+    x = _embeddings(z, "z")
+    y = _labels(labels, x.shape[0], "labels", "z")
+    u = _unit_rows(x, "z")
+    per_class = {c: _vendi_one(u[y == c], qf) for c in _classes(y)}
+    return {
+        "mean": float(np.mean(list(per_class.values()))),
+        "per_class": per_class,
+        "all": _vendi_one(u, qf),
+    }
+
+
+# --------------------------------------------------------------------------
+# precision / recall / density / coverage
+# --------------------------------------------------------------------------
+def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
+    """Distance from each row to its k-th nearest other row (needs len(x) >= k + 1).
+
+    Same value as prdc's ``compute_nearest_neighbour_distances`` (the (k+1)-th
+    smallest entry of each distance row, self included), which itself needs
+    len(x) >= k + 2.
+    """
+    dist = _prdc_impl.compute_pairwise_distance(x)
+    return np.partition(dist, k, axis=1)[:, k]
+
+
+def _prdc_from_distances(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
+    """PRDC from prdc's distance helper; recall NaN when len(fake) <= k."""
+    real_radii = _knn_radii(real, k)
+    d_rf = _prdc_impl.compute_pairwise_distance(real, fake)  # [N_real, N_fake]
+    inside_real = d_rf < real_radii[:, None]
+    if fake.shape[0] > k:
+        fake_radii = _knn_radii(fake, k)
+        recall = float((d_rf < fake_radii[None, :]).any(axis=1).mean())
+    else:
+        recall = float("nan")
+    return {
+        "precision": float(inside_real.any(axis=0).mean()),
+        "recall": recall,
+        "density": float(inside_real.sum(axis=0).mean() / k),
+        "coverage": float((d_rf.min(axis=1) < real_radii).mean()),
+    }
+
+
+def _prdc(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
+    if real.shape[0] >= k + 2 and fake.shape[0] >= k + 2:
+        with contextlib.redirect_stdout(io.StringIO()):
+            out = compute_prdc(real_features=real, fake_features=fake, nearest_k=k)
+        return {key: float(out[key]) for key in _PRDC_KEYS}
+    return _prdc_from_distances(real, fake, k)
+
+
+def coverage(real, real_labels, fake, fake_labels, *, k: int = 5) -> dict:
+    """Precision, recall, density and coverage of ``fake`` w.r.t. ``real``.
+
+    Returns ``{"precision", "recall", "density", "coverage"}`` averaged over the
+    classes of ``fake`` (recall as a nan-mean), ``"all"`` with the same four
+    keys for all real vs all fake samples, and ``"per_class"``
+    ``{class: {four keys}}``.
+    """
+    k = _check_k(k)
+    xr = _embeddings(real, "real")
+    yr = _labels(real_labels, xr.shape[0], "real_labels", "real")
+    xf = _embeddings(fake, "fake")
+    yf = _labels(fake_labels, xf.shape[0], "fake_labels", "fake")
+    if xr.shape[1] != xf.shape[1]:
+        raise ValueError(
+            f"real and fake embeddings must have the same dimension d, got real d={xr.shape[1]} "
+            f"and fake d={xf.shape[1]}"
+        )
+    fake_classes = _classes(yf)
+    real_classes = set(_classes(yr))
+    missing = [c for c in fake_classes if c not in real_classes]
+    if missing:
+        raise ValueError(
+            f"every class of fake_labels needs real samples; classes {missing} are missing from "
+            f"real_labels (which has classes {sorted(real_classes)})"
+        )
+    too_few = {c: int(np.count_nonzero(yr == c)) for c in fake_classes}
+    too_few = {c: n for c, n in too_few.items() if n <= k}
+    if too_few:
+        raise ValueError(
+            f"coverage with k={k} needs at least k + 1 = {k + 1} real samples per class, got "
+            + ", ".join(f"class {c}: {n}" for c, n in too_few.items())
+        )
+
+    per_class = {c: _prdc(xr[yr == c], xf[yf == c], k) for c in fake_classes}
+    out: dict[str, Any] = {}
+    for key in _PRDC_KEYS:
+        vals = [per_class[c][key] for c in fake_classes]
+        out[key] = _nanmean(vals) if key == "recall" else float(np.mean(vals))
+    out["all"] = _prdc(xr, xf, k)
+    out["per_class"] = per_class
+    return out
+
+
+# --------------------------------------------------------------------------
+# table row
+# --------------------------------------------------------------------------
+def diversity_metrics(fake, fake_labels, real, real_labels, *, k: int = 5, q: float = 1.0) -> dict:
+    """All metrics of the synthetic set as one flat dict of floats.
+
+    Keys: ``vendi`` (class mean) and ``vendi_all`` of the fake embeddings;
+    ``coverage``, ``precision``, ``recall``, ``density`` (class means) and
+    ``coverage_all`` of fake w.r.t. real; ``intra_class_cosine`` (class mean)
+    of the fake embeddings.
+    """
+    cov = coverage(real, real_labels, fake, fake_labels, k=k)
+    ven = vendi(fake, fake_labels, q=q)
+    icc = intra_class_cosine(fake, fake_labels)
+    return {
+        "vendi": ven["mean"],
+        "vendi_all": ven["all"],
+        "coverage": cov["coverage"],
+        "precision": cov["precision"],
+        "recall": cov["recall"],
+        "density": cov["density"],
+        "coverage_all": cov["all"]["coverage"],
+        "intra_class_cosine": icc["mean"],
+    }
