@@ -1,0 +1,246 @@
+"""DiRe: the diversity regulariser on penultimate-layer embeddings.
+
+For one class c, with Z_c the n synthetic embeddings and R_c the m real ones
+(``dire.md`` §1):
+
+    CD_c  = mean_{i != j} cos(z_i, z_j)          (0 when n = 1)
+    CDM_c = mean_{i, j}   1 - cos(z_i, r_j)
+    EDM_c = mean_{i, j}   ||z_i - r_j||_2
+
+    DiRe  = weight * sum_c [ r_c * (CD_c + CDM_c) + r_e * EDM_c ]
+
+``official=True`` reproduces the release's arithmetic instead (torchmetrics
+``pairwise_*`` with ``zero_diagonal=True``): CD is the mean of |cos| over all n²
+entries with the diagonal zeroed (exact CD × (n-1)/n when cosines are >= 0); CDM and
+EDM zero the (i, i) entries, i < min(n, m), *before* taking 1 - cos and the square
+root, then average over all n·m entries.
+
+All classes of a batch are computed together (padded per-class tensors, batched
+matmuls), with closed forms where they exist:
+``sum_{i != j} cos = ||sum_i ẑ_i||² - n`` and ``mean_{i,j} cos(z_i, r_j) = mean_i ẑ_i · mean_j r̂_j``.
+EDM (a mean of norms) has no closed form: it uses one batched distance matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+TERMS = ("cd", "cdm", "edm")
+
+
+@dataclass
+class RealBank:
+    """Real embeddings per class, padded into one tensor, with cached per-class sums.
+
+    ``emb`` [C, m_max, d] (rows past ``count[c]`` are zero), ``count`` [C],
+    ``sq_norm`` [C, m_max] = ||r||², ``unit_mean`` [C, d] = mean_j r̂_j.
+    Classes absent from the source get count 0 and are rejected when used.
+    """
+
+    emb: torch.Tensor
+    count: torch.Tensor
+    sq_norm: torch.Tensor
+    unit_mean: torch.Tensor
+    classes: tuple[int, ...]
+    _selection: tuple[torch.Tensor, "RealBank"] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, real: Mapping[int, torch.Tensor], *, num_classes: int | None = None) -> "RealBank":
+        if not real:
+            raise ValueError("real embedding bank is empty; expected a dict class -> [m, d] tensor")
+        tensors = {int(c): torch.as_tensor(r) for c, r in real.items()}
+        dims = {t.shape[-1] for t in tensors.values()}
+        if any(t.dim() != 2 or len(t) == 0 for t in tensors.values()) or len(dims) != 1:
+            shapes = {c: tuple(t.shape) for c, t in tensors.items()}
+            raise ValueError(f"expected each class's real embeddings as a non-empty [m, d] tensor with one d; got {shapes}")
+        num_classes = num_classes or max(tensors) + 1
+        m_max, d = max(len(t) for t in tensors.values()), dims.pop()
+        ref = next(iter(tensors.values()))
+        dtype = ref.dtype if ref.is_floating_point() else torch.float32
+        emb = ref.new_zeros(num_classes, m_max, d, dtype=dtype)
+        count = torch.zeros(num_classes, dtype=torch.long, device=ref.device)
+        for c, t in tensors.items():
+            emb[c, : len(t)] = t.to(dtype)
+            count[c] = len(t)
+        return cls.from_padded(emb, count)
+
+    @classmethod
+    def from_padded(cls, emb: torch.Tensor, count: torch.Tensor) -> "RealBank":
+        valid = torch.arange(emb.shape[1], device=emb.device)[None, :] < count[:, None]
+        unit = F.normalize(emb, dim=-1) * valid[..., None]
+        unit_mean = unit.sum(1) / count.clamp(min=1)[:, None]
+        present = tuple(int(c) for c in torch.nonzero(count).flatten())
+        return cls(emb, count, (emb * emb).sum(-1), unit_mean, present)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "RealBank":
+        cast = lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() and dtype else t.dtype)  # noqa: E731
+        return RealBank(cast(self.emb), self.count.to(device), cast(self.sq_norm), cast(self.unit_mean), self.classes)
+
+    def select(self, classes: torch.Tensor) -> "RealBank":
+        """The bank restricted to ``classes`` (row k = class ``classes[k]``).
+
+        The last selection is kept: a synthesis unit uses the same classes for all
+        its iterations, so the gather (tens of MB at CIFAR-100 scale) happens once.
+        """
+        cached = self._selection
+        if cached is not None and cached[0].shape == classes.shape and torch.equal(cached[0], classes):
+            return cached[1]
+        sub = RealBank(self.emb[classes], self.count[classes], self.sq_norm[classes], self.unit_mean[classes],
+                       tuple(range(len(classes))))
+        self._selection = (classes.clone(), sub)
+        return sub
+
+    def as_dict(self) -> dict[int, torch.Tensor]:
+        return {c: self.emb[c, : self.count[c]] for c in self.classes}
+
+
+def _group(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Classes present, each sample's class slot, its position within its class, class sizes."""
+    classes, slot = torch.unique(labels, return_inverse=True)
+    sizes = torch.bincount(slot, minlength=len(classes))
+    order = torch.argsort(slot, stable=True)
+    starts = torch.cumsum(sizes, 0) - sizes
+    pos = torch.empty_like(slot)
+    pos[order] = torch.arange(len(slot), device=labels.device) - starts[slot[order]]
+    return classes, slot, pos, sizes
+
+
+def batched_terms(z: torch.Tensor, labels: torch.Tensor, bank: RealBank, *, official: bool = False,
+                  terms: Sequence[str] = TERMS) -> dict[str, torch.Tensor]:
+    """Per-class CD, CDM and EDM for every class present in ``labels``.
+
+    Returns ``{"classes": [K], "cd": [K], "cdm": [K], "edm": [K]}`` (only the requested terms).
+    """
+    if z.dim() != 2 or labels.shape != (len(z),):
+        raise ValueError(f"expected z [N, d] and labels [N]; got z {tuple(z.shape)} and labels {tuple(labels.shape)}")
+    if bank.emb.shape[-1] != z.shape[1]:
+        raise ValueError(f"synthetic embeddings are {z.shape[1]}-d but the real bank is {bank.emb.shape[-1]}-d; "
+                         "build the bank with the same network and layer")
+    unknown = [t for t in terms if t not in TERMS]
+    if unknown:
+        raise ValueError(f"unknown DiRe terms {unknown}; expected a subset of {TERMS}")
+    if bank.emb.device != z.device or bank.emb.dtype != z.dtype:
+        bank = bank.to(z.device, z.dtype)
+    classes, slot, pos, n = _group(labels)
+    if (classes >= len(bank.count)).any() or (bank.count[classes.clamp(max=len(bank.count) - 1)] == 0).any():
+        missing = [int(c) for c in classes if c >= len(bank.count) or bank.count[c] == 0]
+        raise ValueError(f"no real embeddings for classes {missing}; the bank has classes {list(bank.classes)}")
+    sub = bank.select(classes)
+    m = sub.count
+    nf, mf = n.to(z.dtype), m.to(z.dtype)
+    zhat = F.normalize(z, dim=-1)
+    out: dict[str, torch.Tensor] = {"classes": classes}
+    # the (i, i) pairs that the release zeroes: i-th synthetic vs i-th real of the class
+    diag = pos < m[slot]
+
+    if "cd" in terms:
+        if official:
+            K, n_max = len(classes), int(n.max())
+            Zh = zhat.new_zeros(K, n_max, z.shape[1]).index_put((slot, pos), zhat)
+            cos = torch.bmm(Zh, Zh.transpose(1, 2))
+            cos = cos - torch.diag_embed(torch.diagonal(cos, dim1=1, dim2=2))
+            out["cd"] = cos.abs().sum((1, 2)) / (nf * nf)
+        else:
+            s = zhat.new_zeros(len(classes), z.shape[1]).index_add(0, slot, zhat)
+            pairs = (nf * (nf - 1)).clamp(min=1)
+            out["cd"] = torch.where(n > 1, ((s * s).sum(1) - nf) / pairs, torch.zeros_like(nf))
+
+    if "cdm" in terms:
+        mu = sub.unit_mean  # mean_j r̂_j per class
+        dots = (zhat * mu[slot]).sum(1)  # mean_j cos(z_i, r_j) per sample
+        mean_cos = zhat.new_zeros(len(classes)).index_add(0, slot, dots) / nf
+        if official:
+            # zeroed (i, i) entries count as cos = 0, i.e. 1 - cos = 1 (>= 0, so |.| is a no-op)
+            r_diag = F.normalize(sub.emb[slot, pos.clamp(max=sub.emb.shape[1] - 1)], dim=-1)
+            cos_ii = torch.where(diag, (zhat * r_diag).sum(1), torch.zeros_like(dots))
+            removed = zhat.new_zeros(len(classes)).index_add(0, slot, cos_ii) / (nf * mf)
+            out["cdm"] = 1 - mean_cos + removed
+        else:
+            out["cdm"] = 1 - mean_cos
+
+    if "edm" in terms:
+        K, n_max, m_max = len(classes), int(n.max()), int(m.max())
+        Zp = z.new_zeros(K, n_max, z.shape[1]).index_put((slot, pos), z)
+        R, r_sq = sub.emb[:, :m_max], sub.sq_norm[:, None, :m_max]
+        sq = torch.baddbmm((Zp * Zp).sum(-1)[:, :, None] + r_sq, Zp, R.transpose(1, 2), alpha=-2)
+        ar_n, ar_m = torch.arange(n_max, device=z.device), torch.arange(m_max, device=z.device)
+        keep = (ar_n[None, :, None] < n[:, None, None]) & (ar_m[None, None, :] < m[:, None, None])
+        if official:
+            keep = keep & (ar_n[None, :, None] != ar_m[None, None, :])
+        # sqrt only where kept and positive, so coinciding points give distance 0 and gradient 0, never NaN
+        live = keep & (sq > 0)
+        dist = torch.where(live, torch.sqrt(torch.where(live, sq, torch.ones_like(sq))), torch.zeros_like(sq))
+        out["edm"] = dist.sum((1, 2)) / (nf * mf)
+    return out
+
+
+def class_terms(z: torch.Tensor, r: torch.Tensor, *, official: bool = False) -> dict[str, torch.Tensor]:
+    """CD, CDM and EDM of one class: ``z`` [n, d] synthetic, ``r`` [m, d] real embeddings.
+
+    Returns scalar tensors under ``"cd"``, ``"cdm"``, ``"edm"``; with n = 1 CD is 0.
+    """
+    if z.dim() != 2 or r.dim() != 2 or z.shape[1] != r.shape[1] or len(z) == 0 or len(r) == 0:
+        raise ValueError(f"expected z [n, d] and r [m, d] with n, m >= 1 and one d; got {tuple(z.shape)} and {tuple(r.shape)}")
+    bank = RealBank.from_dict({0: r.to(z.device, z.dtype)})
+    terms = batched_terms(z, torch.zeros(len(z), dtype=torch.long, device=z.device), bank, official=official)
+    return {t: terms[t][0] for t in TERMS}
+
+
+class DiRe(nn.Module):
+    """``weight * Σ_c [r_c * (CD_c + CDM_c) + r_e * EDM_c]`` over the classes of a batch.
+
+    Args:
+        r_c: weight of the two cosine terms (release: 1.0).
+        r_e: weight of the Euclidean anchor term (release: 0.01).
+        weight: overall multiplier ``w`` (release: 0.1).
+        official: use the release's diagonal arithmetic instead of the exact definition.
+        terms: which of ``("cd", "cdm", "edm")`` are on; the ablation switches them.
+
+    ``forward(z, labels, real)``: synthetic embeddings [N, d], their labels [N], and
+    the real embeddings as a dict class -> [m, d] tensor or a :class:`RealBank`
+    (faster: its padding and per-class sums are computed once).
+    """
+
+    def __init__(self, r_c: float = 1.0, r_e: float = 0.01, weight: float = 0.1, official: bool = False,
+                 terms: Sequence[str] = TERMS):
+        super().__init__()
+        unknown = [t for t in terms if t not in TERMS]
+        if unknown:
+            raise ValueError(f"unknown DiRe terms {unknown}; expected a subset of {TERMS}")
+        self.r_c, self.r_e, self.weight, self.official = r_c, r_e, weight, official
+        self.terms = tuple(t for t in TERMS if t in terms)
+        self._bank_cache: tuple[RealBank, torch.device, torch.dtype, RealBank] | None = None
+
+    def _bank(self, real: RealBank | Mapping[int, torch.Tensor], z: torch.Tensor) -> RealBank:
+        if isinstance(real, RealBank):
+            bank = real
+        else:
+            bank = RealBank.from_dict(real)
+        if bank.emb.device == z.device and bank.emb.dtype == z.dtype:
+            return bank
+        # keep one device/dtype copy of a RealBank so it is not moved every step
+        cache = self._bank_cache
+        if cache is None or cache[0] is not bank or cache[1] != z.device or cache[2] != z.dtype:
+            self._bank_cache = cache = (bank, z.device, z.dtype, bank.to(z.device, z.dtype))
+        return cache[3]
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor, real: RealBank | Mapping[int, torch.Tensor]) -> torch.Tensor:
+        if not self.terms:
+            return z.new_zeros(())
+        terms = batched_terms(z, labels, self._bank(real, z), official=self.official, terms=self.terms)
+        loss = z.new_zeros(())
+        if "cd" in terms:
+            loss = loss + self.r_c * terms["cd"].sum()
+        if "cdm" in terms:
+            loss = loss + self.r_c * terms["cdm"].sum()
+        if "edm" in terms:
+            loss = loss + self.r_e * terms["edm"].sum()
+        return self.weight * loss
+
+    def extra_repr(self) -> str:
+        return f"r_c={self.r_c}, r_e={self.r_e}, weight={self.weight}, official={self.official}, terms={self.terms}"
