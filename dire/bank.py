@@ -1,0 +1,49 @@
+"""The real embedding bank: per-class penultimate embeddings of real training images.
+
+Embeddings come from the teacher in eval mode and are grouped **by label** (the
+release takes consecutive blocks of the unshuffled training set, which mixes
+classes on CIFAR-100; see dire.md §2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from dire.data import ImageDataset
+from dire.models import embed_images
+from dire.regularizer import RealBank
+from dire.runs import atomic_save, load
+
+
+def real_embedding_bank(teacher: nn.Module, dataset: ImageDataset, *, per_class: int = 500, seed: int = 0,
+                        device: str | torch.device = "cpu", batch_size: int = 256, cache: str | Path | None = None,
+                        progress: bool = False) -> RealBank:
+    """Embed up to ``per_class`` random real images of every class (seeded), cached at ``cache`` if given."""
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1; got {per_class}")
+    if cache is not None and Path(cache).exists():
+        saved = load(cache)
+        return RealBank.from_padded(saved["emb"], saved["count"])
+    per = {}
+    classes = range(dataset.info.num_classes)
+    for c in tqdm(classes, desc="real embeddings", unit="class", disable=not progress):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + c)
+        images = dataset.class_images(c, limit=per_class, generator=g)
+        if len(images):
+            per[c] = embed_images(teacher, images, batch_size=batch_size, device=device)
+    bank = RealBank.from_dict(per, num_classes=dataset.info.num_classes)
+    if cache is not None:
+        atomic_save({"emb": bank.emb, "count": bank.count}, cache)
+    return bank
+
+
+def bank_embeddings(bank: RealBank) -> tuple[torch.Tensor, torch.Tensor]:
+    """All real embeddings as one [M, d] tensor with labels [M] (for the diversity metrics)."""
+    per = bank.as_dict()
+    z = torch.cat([per[c] for c in bank.classes])
+    y = torch.cat([torch.full((len(per[c]),), c) for c in bank.classes])
+    return z, y

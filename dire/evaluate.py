@@ -1,0 +1,93 @@
+"""Soft-label evaluation: train a student on a synthetic set with teacher soft labels.
+
+The teacher (eval mode) labels each augmented, mixed batch online; the student
+minimises KL at temperature T (no T² factor), AdamW, cosine (SRe2L relabel,
+dire.md §2). The release leaves the CIFAR teacher in train mode while relabelling;
+here it is in eval mode (as UFC does), so soft labels do not depend on the batch.
+Reports the final and the best test accuracy over evaluations; several seeds give
+mean ± std.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from dire.data import ImageDataset
+from dire.models import build_model
+from dire.runs import read_json, run_dir, write_json
+from dire.synthesis.base import from_uint8
+from dire.train import Recipe, accuracy, fit, get_recipe, kd_loss
+
+
+def train_student(synthetic: dict, *, teacher: nn.Module, test_set: ImageDataset, arch: str = "convnet",
+                  recipe: str | Recipe = "cpu", seed: int = 0, device: str | torch.device = "cpu",
+                  progress: bool = False, **recipe_overrides) -> dict:
+    """One student: returns ``{"final": acc, "best": acc, "history": [...]}`` (accuracy in %)."""
+    recipe = get_recipe(recipe, student=True, **recipe_overrides)
+    info = test_set.info
+    images, labels = synthetic["images"], synthetic["labels"]
+    if images.dim() != 4 or images.shape[1:] != (info.channels, info.image_size, info.image_size):
+        raise ValueError(f"expected synthetic images [N, {info.channels}, {info.image_size}, {info.image_size}]; "
+                         f"got {tuple(images.shape)}")
+    torch.manual_seed(seed)
+    student = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
+    student = student.to(device)
+    teacher = teacher.to(device).eval()
+    x_all = from_uint8(images, info).to(device)
+    generator = torch.Generator().manual_seed(seed)
+
+    def batches(epoch: int):
+        order = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        for i in range(0, len(order), recipe.batch_size):
+            idx = order[i : i + recipe.batch_size].to(device)
+            yield x_all[idx], labels.to(device)[idx]
+
+    def loss_fn(logits: torch.Tensor, x_aug: torch.Tensor, _y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            soft = teacher(x_aug)  # labels for the very batch the student sees (augmented + mixed)
+        return kd_loss(logits, soft, recipe.temperature)
+
+    bar = tqdm(total=recipe.epochs, desc=f"student {arch} seed {seed}", unit="epoch", disable=not progress)
+    history = fit(student, batches, recipe, loss_fn=loss_fn, steps_per_epoch=-(-len(x_all) // recipe.batch_size),
+                  generator=generator, device=device, evaluate=lambda: accuracy(student, test_set, device=device),
+                  progress=lambda _e: bar.update())
+    bar.close()
+    return {"final": history[-1]["acc"], "best": max(h["acc"] for h in history), "history": history}
+
+
+def summarize(values: Sequence[float]) -> dict:
+    values = list(values)
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
+
+
+def evaluate_synthetic(synthetic: dict, *, teacher: nn.Module, test_set: ImageDataset, seeds: Sequence[int] = (0, 1, 2),
+                       arch: str = "convnet", recipe: str | Recipe = "cpu", device: str | torch.device = "cpu",
+                       cache_key: dict | None = None, runs_root: str | Path | None = None, progress: bool = False,
+                       **recipe_overrides) -> dict:
+    """Students over ``seeds``; with ``cache_key`` each seed's result is cached, so a rerun resumes.
+
+    Returns ``{"final": {mean, std, n}, "best": {mean, std, n}, "runs": [...]}``.
+    """
+    recipe = get_recipe(recipe, student=True, **recipe_overrides)
+    runs = []
+    for seed in seeds:
+        path = None
+        if cache_key is not None:
+            config = {"stage": "student", **cache_key, "arch": arch, "recipe": dataclasses.asdict(recipe), "seed": seed}
+            path = run_dir("student", config, root=runs_root) / "result.json"
+            if path.exists():
+                runs.append(read_json(path))
+                continue
+        result = {"seed": seed, **train_student(synthetic, teacher=teacher, test_set=test_set, arch=arch, recipe=recipe,
+                                                seed=seed, device=device, progress=progress)}
+        if path is not None:
+            write_json(path, result)
+        runs.append(result)
+    return {"final": summarize(r["final"] for r in runs), "best": summarize(r["best"] for r in runs), "runs": runs}

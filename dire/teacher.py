@@ -1,0 +1,77 @@
+"""Squeeze: train or load a cached teacher per (dataset, architecture, recipe, seed).
+
+The run folder ``<runs>/teacher/<hash>/`` holds ``config.json``, a per-epoch
+``checkpoint.pt`` while training (an interrupted run resumes from it), then
+``model.pt`` and ``metrics.json`` (test accuracy of the last epoch).
+
+The release keeps the checkpoint with the best *test* accuracy; that selects on
+the test split, so this project keeps the last epoch (as SRe2L does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from dire.data import load_dataset
+from dire.models import Classifier, build_model
+from dire.runs import atomic_save, load, read_json, run_dir, write_json
+from dire.train import Recipe, accuracy, fit, get_recipe, loader, make_optimizer
+
+
+def teacher_config(dataset: str, arch: str, recipe: Recipe, seed: int) -> dict:
+    return {"stage": "teacher", "dataset": dataset, "arch": arch, "recipe": dataclasses.asdict(recipe), "seed": seed}
+
+
+def get_teacher(dataset: str, arch: str = "convnet_bn", *, recipe: str | Recipe = "cpu", seed: int = 0,
+                data_root: str | Path = "data", runs_root: str | Path | None = None, device: str | torch.device = "cpu",
+                workers: int = 0, progress: bool = True, **recipe_overrides) -> tuple[Classifier, dict]:
+    """Return the trained teacher (eval mode, on ``device``) and its record
+    ``{"dir", "config", "test_acc"}``; trains it first if no cached copy exists."""
+    recipe = get_recipe(recipe, student=False, **recipe_overrides)
+    config = teacher_config(dataset, arch, recipe, seed)
+    folder = run_dir("teacher", config, root=runs_root)
+    train_set = load_dataset(dataset, split="train", root=data_root)
+    info = train_set.info
+    torch.manual_seed(seed)
+    model = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size).to(device)
+    if (folder / "model.pt").exists():
+        model.load_state_dict(load(folder / "model.pt", map_location=device))
+        metrics = read_json(folder / "metrics.json")
+        return model.eval(), {"dir": str(folder), "config": config, **metrics}
+
+    test_set = load_dataset(dataset, split="test", root=data_root)
+    optimizer = make_optimizer(model, recipe)
+    generator = torch.Generator().manual_seed(seed)
+    start, history = 0, []
+    if (folder / "checkpoint.pt").exists():  # resume
+        ckpt = load(folder / "checkpoint.pt", map_location=device)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        generator.set_state(ckpt["generator"])
+        start, history = int(ckpt["epoch"]) + 1, ckpt["history"]
+
+    def batches(epoch: int):
+        order = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        for x, y in loader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=order, workers=workers):
+            yield x.to(device), y.to(device)
+
+    def save_checkpoint(epoch: int, opt: torch.optim.Optimizer, hist: list) -> None:
+        atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": generator.get_state(),
+                     "epoch": epoch, "history": hist}, folder / "checkpoint.pt")
+
+    bar = tqdm(total=recipe.epochs, initial=start, desc=f"teacher {arch} on {dataset}", unit="epoch", disable=not progress)
+    history = fit(model, batches, recipe, loss_fn=lambda logits, _x, y: F.cross_entropy(logits, y),
+                  steps_per_epoch=-(-len(train_set) // recipe.batch_size), generator=generator, device=device,
+                  evaluate=lambda: accuracy(model, test_set, device=device, workers=workers), start_epoch=start,
+                  optimizer=optimizer, on_epoch_end=save_checkpoint, history=history, progress=lambda _e: bar.update())
+    bar.close()
+    metrics = {"test_acc": history[-1]["acc"], "history": history}
+    atomic_save(model.state_dict(), folder / "model.pt")
+    write_json(folder / "metrics.json", metrics)
+    (folder / "checkpoint.pt").unlink(missing_ok=True)
+    return model.eval(), {"dir": str(folder), "config": config, **metrics}

@@ -1,0 +1,17 @@
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def runs_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="session")
+def digits_teacher(runs_root):
+    """A ConvNet-BN teacher trained on digits with the CPU recipe (seconds), shared by the session."""
+    from dire.teacher import get_teacher
+
+    return get_teacher("digits", "convnet_bn", recipe="cpu", seed=0, runs_root=runs_root, progress=False)

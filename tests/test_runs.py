@@ -1,0 +1,44 @@
+"""Config hashing, run folders, atomic writes."""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from dire.runs import atomic_save, atomic_write_text, config_hash, load, read_json, run_dir
+
+
+@dataclass
+class Cfg:
+    lr: float = 0.1
+    ipc: int = 10
+
+
+def test_hash_is_stable_and_sensitive():
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})  # key order does not matter
+    assert config_hash(Cfg()) == config_hash({"lr": 0.1, "ipc": 10})
+    assert config_hash(Cfg(lr=0.2)) != config_hash(Cfg())
+    assert len(config_hash(Cfg())) == 12
+
+
+def test_run_dir_saves_config(tmp_path):
+    d = run_dir("teacher", Cfg(), root=tmp_path)
+    assert d.parent.name == "teacher" and read_json(d / "config.json") == {"ipc": 10, "lr": 0.1}
+    assert run_dir("teacher", Cfg(), root=tmp_path) == d
+
+
+def test_atomic_save_roundtrip_and_no_partial_file(tmp_path):
+    path = tmp_path / "x.pt"
+    atomic_save({"t": torch.arange(3)}, path)
+    assert torch.equal(load(path)["t"], torch.arange(3))
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        atomic_save({"bad": Unpicklable()}, path)
+    assert torch.equal(load(path)["t"], torch.arange(3))  # the old file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.pt"]  # no temporary left behind
+    atomic_write_text(tmp_path / "a.txt", "hi")
+    assert (tmp_path / "a.txt").read_text() == "hi"
