@@ -1,0 +1,16 @@
+"""Synthesis methods on one shared loop (``base.synthesize``)."""
+
+from dire.synthesis.base import Context, DiReConfig, Method, Step, SynthesisConfig, Unit, plan_units, synthesize
+from dire.synthesis.sre2l import SRe2L
+
+METHODS: dict[str, type[Method]] = {"sre2l": SRe2L}
+
+
+def build_method(name: str, **kwargs) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
+    return METHODS[name](**kwargs)
+
+
+__all__ = ["METHODS", "Context", "DiReConfig", "Method", "SRe2L", "Step", "SynthesisConfig", "Unit", "build_method",
+           "plan_units", "synthesize"]

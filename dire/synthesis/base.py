@@ -1,0 +1,249 @@
+"""The one synthesis loop every method plugs into.
+
+Synthesis is split into independent *units*: a block of classes × a chunk of image
+slots per class. A unit is optimised from its initial images for ``iterations``
+steps and saved atomically as ``unit_<block>_<chunk>.pt``; a rerun skips finished
+units, so an interrupted run resumes where it stopped, and units can be sharded
+across processes. Each unit draws from its own generator seeded by (seed, block,
+chunk), so a resumed run produces the same images as an uninterrupted one.
+
+Layouts (``ipc_per_unit`` × ``classes_per_unit``):
+- SRe2L: ``ipc_per_unit=1`` and all classes (or blocks of 100 on ImageNet): one image
+  per class per batch, so BN batch statistics mix all classes.
+- DiRe release: ``ipc_per_unit=10``, ``classes_per_unit=50``: 50 classes × 10 images of
+  each class optimised together; the diversity term acts within the chunk.
+
+A method supplies the initial images, the parameters to optimise, the loss on the
+current batch (returning the penultimate embeddings of that same forward pass) and
+what to do after a step; the loop adds DiRe, steps Adam with a cosine schedule and
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from dire.data import DatasetInfo, ImageDataset
+from dire.regularizer import TERMS, DiRe, RealBank
+from dire.runs import atomic_save, load
+
+
+@dataclass
+class DiReConfig:
+    """The DiRe term added to a method's loss (release defaults)."""
+
+    enabled: bool = False  # off = the plain method
+    r_c: float = 1.0  # weight of CD + CDM
+    r_e: float = 0.01  # weight of EDM
+    weight: float = 0.1  # overall multiplier w
+    official: bool = False  # the release's diagonal arithmetic instead of the exact definition
+    terms: tuple[str, ...] = TERMS  # which of cd, cdm, edm are on
+
+    def module(self) -> DiRe | None:
+        if not self.enabled:
+            return None
+        return DiRe(r_c=self.r_c, r_e=self.r_e, weight=self.weight, official=self.official, terms=self.terms)
+
+
+@dataclass
+class SynthesisConfig:
+    """What every method shares: the budget, the layout and the optimiser."""
+
+    ipc: int = 10  # images per class
+    iterations: int = 1000  # optimisation steps per unit
+    lr: float = 0.25  # Adam learning rate, cosine-annealed to 0
+    betas: tuple[float, float] = (0.5, 0.9)  # Adam betas (SRe2L)
+    ipc_per_unit: int = 1  # images of each class optimised together (1 = SRe2L, 10 = DiRe release)
+    classes_per_unit: int | None = None  # classes per unit; None = all classes
+    init: str = "noise"  # "noise" (N(0, 1) in normalized space) or "real" (random real images of the class)
+    seed: int = 0
+
+    def validate(self, num_classes: int) -> None:
+        if self.ipc < 1 or self.ipc_per_unit < 1:
+            raise ValueError(f"ipc and ipc_per_unit must be >= 1; got ipc={self.ipc}, ipc_per_unit={self.ipc_per_unit}")
+        if self.classes_per_unit is not None and not 1 <= self.classes_per_unit <= num_classes:
+            raise ValueError(f"classes_per_unit must be in 1..{num_classes} or None; got {self.classes_per_unit}")
+        if self.iterations < 1 or self.lr <= 0:
+            raise ValueError(f"iterations must be >= 1 and lr > 0; got {self.iterations}, {self.lr}")
+        if self.init not in ("noise", "real"):
+            raise ValueError(f"init must be 'noise' or 'real'; got {self.init!r}")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One independently optimised batch: ``classes`` × image slots ``slots`` of each."""
+
+    block: int
+    chunk: int
+    classes: tuple[int, ...]
+    slots: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return f"unit_{self.block:04d}_{self.chunk:04d}"
+
+    def labels(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Class-major labels: all slots of the first class, then the next class, ..."""
+        return torch.tensor(self.classes, device=device).repeat_interleave(len(self.slots))
+
+
+def plan_units(config: SynthesisConfig, num_classes: int) -> list[Unit]:
+    config.validate(num_classes)
+    k = config.classes_per_unit or num_classes
+    blocks = [tuple(range(s, min(s + k, num_classes))) for s in range(0, num_classes, k)]
+    chunks = [tuple(range(s, min(s + config.ipc_per_unit, config.ipc))) for s in range(0, config.ipc, config.ipc_per_unit)]
+    return [Unit(b, c, classes, slots) for b, classes in enumerate(blocks) for c, slots in enumerate(chunks)]
+
+
+@dataclass
+class Context:
+    """What a method may use: the frozen teacher, the real data and the run's settings."""
+
+    teacher: nn.Module
+    dataset: ImageDataset
+    config: SynthesisConfig
+    device: torch.device
+    bank: RealBank | None = None
+    extra: dict = field(default_factory=dict)  # method-private state (e.g. precomputed statistics)
+
+    @property
+    def info(self) -> DatasetInfo:
+        return self.dataset.info
+
+
+@dataclass
+class Step:
+    """What a method's loss returns: the loss, and the embeddings DiRe acts on (same forward pass)."""
+
+    loss: torch.Tensor
+    embeddings: torch.Tensor | None
+    labels: torch.Tensor | None = None  # labels of ``embeddings`` when they are not the unit's labels
+    logs: dict = field(default_factory=dict)
+
+
+class Method:
+    """Base class: noise or real init, the images themselves as parameters, clamping after each step.
+
+    Subclasses override :meth:`loss` (required) and any other hook.
+    """
+
+    name = "method"
+
+    def setup(self, ctx: Context) -> None:
+        """Once per run, before the first unit (e.g. precompute statistics into ``ctx.extra``)."""
+
+    def init_images(self, ctx: Context, unit: Unit, generator: torch.Generator) -> torch.Tensor:
+        info, n = ctx.info, len(unit.classes) * len(unit.slots)
+        if ctx.config.init == "noise":
+            shape = (n, info.channels, info.image_size, info.image_size)
+            return torch.randn(shape, generator=generator)
+        return torch.cat([real_init(ctx, c, unit.slots) for c in unit.classes])
+
+    def start_unit(self, ctx: Context, unit: Unit, images: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+        """Tensors to optimise for this unit; by default the images themselves."""
+        return [images.requires_grad_()]
+
+    def images(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The current synthetic images from the optimised tensors."""
+        return params[0]
+
+    def loss(self, ctx: Context, unit: Unit, images: torch.Tensor, labels: torch.Tensor, iteration: int,
+             generator: torch.Generator) -> Step:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def after_step(self, ctx: Context, params: Sequence[torch.Tensor]) -> None:
+        lo, hi = (b.to(params[0].device) for b in ctx.info.pixel_bounds())
+        params[0].copy_(torch.maximum(torch.minimum(params[0], hi), lo))
+
+    def end_unit(self, ctx: Context, unit: Unit) -> None:
+        """After a unit is saved (e.g. restore a perturbed teacher)."""
+
+
+def real_init(ctx: Context, cls: int, slots: Sequence[int]) -> torch.Tensor:
+    """Real images of ``cls`` for the given slots: one random draw per (seed, class), so slots never repeat
+    and every unit sees the same draw whatever order units run in."""
+    key = ("real_init", cls)
+    if key not in ctx.extra:
+        g = torch.Generator().manual_seed(ctx.config.seed * 1_000_003 + cls)
+        ctx.extra[key] = ctx.dataset.class_images(cls, limit=ctx.config.ipc, generator=g)
+    pool = ctx.extra[key]
+    if len(pool) < ctx.config.ipc:
+        raise ValueError(f"class {cls} has {len(pool)} real images, fewer than ipc={ctx.config.ipc} for real init")
+    return pool[list(slots)]
+
+
+def to_uint8(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
+    """Quantise normalized images to stored 8-bit pixels (what saving PNGs would keep)."""
+    return info.denormalize(images.detach().cpu().float()).clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def from_uint8(pixels: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
+    return info.normalize(pixels.float() / 255)
+
+
+def _unit_generator(seed: int, unit: Unit) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + unit.block * 10_007 + unit.chunk)
+
+
+def run_unit(method: Method, ctx: Context, unit: Unit, dire: DiRe | None) -> dict[str, torch.Tensor]:
+    """Optimise one unit from scratch and return its stored images and labels."""
+    cfg, device = ctx.config, ctx.device
+    start = time.perf_counter()
+    generator = _unit_generator(cfg.seed, unit)
+    labels = unit.labels(device)
+    x0 = method.init_images(ctx, unit, generator).to(device)
+    params = method.start_unit(ctx, unit, x0, generator)
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+    for it in range(cfg.iterations):
+        for group in optimizer.param_groups:  # cosine to 0, no warm-up (SRe2L)
+            group["lr"] = 0.5 * (1 + math.cos(math.pi * it / cfg.iterations)) * cfg.lr
+        step = method.loss(ctx, unit, method.images(params), labels, it, generator)
+        loss = step.loss
+        if dire is not None:
+            if step.embeddings is None:
+                raise TypeError(f"method {method.name!r} exposes no embeddings, so DiRe cannot act on it")
+            z_labels = step.labels if step.labels is not None else labels
+            loss = loss + dire(step.embeddings, z_labels, ctx.bank)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        method.after_step(ctx, params)
+    with torch.no_grad():
+        images = method.images(params)
+    return {"images": to_uint8(images, ctx.info), "labels": labels.cpu(),
+            "seconds": torch.tensor(time.perf_counter() - start, dtype=torch.float64)}
+
+
+def synthesize(method: Method, ctx: Context, *, out_dir: str | Path, dire: DiReConfig | None = None,
+               progress: bool = True) -> dict[str, torch.Tensor]:
+    """Run (or resume) every unit and assemble ``synthetic.pt``: uint8 ``images`` [N, C, H, W], ``labels`` [N],
+    ``seconds`` (summed optimisation time of the units)."""
+    out_dir = Path(out_dir)
+    final = out_dir / "synthetic.pt"
+    if final.exists():
+        return load(final)
+    dire_module = (dire or DiReConfig()).module()
+    if dire_module is not None and ctx.bank is None:
+        raise ValueError("DiRe is enabled but the context has no real embedding bank (ctx.bank)")
+    units = plan_units(ctx.config, ctx.info.num_classes)
+    ctx.teacher.eval().requires_grad_(False)
+    method.setup(ctx)
+    todo = [u for u in units if not (out_dir / f"{u.name}.pt").exists()]
+    for unit in tqdm(todo, desc=f"{method.name}{' + DiRe' if dire_module else ''}", unit="unit", disable=not progress):
+        result = run_unit(method, ctx, unit, dire_module)
+        atomic_save(result, out_dir / f"{unit.name}.pt")
+        method.end_unit(ctx, unit)
+    parts = [load(out_dir / f"{u.name}.pt") for u in units]
+    synthetic = {"images": torch.cat([p["images"] for p in parts]), "labels": torch.cat([p["labels"] for p in parts]),
+                 "seconds": sum(p["seconds"] for p in parts)}  # optimisation time of all units, wherever they ran
+    atomic_save(synthetic, final)
+    return synthetic

@@ -1,0 +1,52 @@
+"""SRe2L recover (Yin, Xing, Shen, NeurIPS 2023), methods.md §1.3.
+
+Loss on the augmented batch: ``CE(teacher(x_aug), y) + r_bn * R_BN`` with R_BN the
+BN-statistics loss (first BN ×10). Augmentation: optional RandomResizedCrop and
+flip (Tiny-ImageNet, ImageNet), then a circular roll ("jitter"). CIFAR recover
+uses the roll alone, one-sided U{0..4}.
+
+Deviations from the release: images are kept as tensors and stored as 8-bit
+pixels (lossless) instead of JPEG; the last iterate is kept (as the release does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from dire.augment import random_flip, random_resized_crop, random_roll
+from dire.models import features_and_logits
+from dire.synthesis.base import Context, Method, Step, Unit
+from dire.synthesis.bn import BNStatistics
+
+
+@dataclass
+class SRe2L(Method):
+    r_bn: float = 0.01  # BN-statistics weight (CIFAR 0.01; Tiny 1.0; the DiRe release 1.0)
+    first_bn_multiplier: float = 10.0  # weight of the first BN layer's gap
+    jitter: int = 4  # circular-roll range in pixels (ImageNet 32)
+    symmetric_jitter: bool = False  # roll by U{-j..j} (Tiny) instead of U{0..j} (CIFAR, ImageNet)
+    crop_scale: tuple[float, float] | None = None  # RandomResizedCrop scale; None = no crop (CIFAR)
+    flip: bool = False  # random horizontal flip (Tiny, ImageNet)
+    r_var: float = 1.0  # weight of the variance gap inside each layer's term (DWA uses 11)
+
+    name = "sre2l"
+
+    def augment(self, images: torch.Tensor, iteration: int, generator: torch.Generator) -> torch.Tensor:
+        x = images
+        if self.crop_scale is not None:
+            x = random_resized_crop(x, generator, scale=self.crop_scale)
+        if self.flip:
+            x = random_flip(x, generator, per_sample=False)
+        return random_roll(x, self.jitter, generator, symmetric=self.symmetric_jitter)
+
+    def loss(self, ctx: Context, unit: Unit, images: torch.Tensor, labels: torch.Tensor, iteration: int,
+             generator: torch.Generator) -> Step:
+        x = self.augment(images, iteration, generator)
+        with BNStatistics(ctx.teacher, r_var=self.r_var) as bn:
+            z, logits = features_and_logits(ctx.teacher, x)
+            bn_loss = bn.loss(first_multiplier=self.first_bn_multiplier)
+        ce = F.cross_entropy(logits, labels)
+        return Step(ce + self.r_bn * bn_loss, z, logs={"ce": ce.detach(), "bn": bn_loss.detach()})
