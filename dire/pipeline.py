@@ -1,0 +1,105 @@
+"""One experiment end to end: teacher → real bank → synthesis (± DiRe) → students → diversity metrics.
+
+Every stage is cached under ``<runs>/<stage>/<hash of its config>/``, so a rerun
+of the same experiment loads what exists and resumes what was interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dire.bank import bank_embeddings, real_embedding_bank
+from dire.data import load_dataset
+from dire.evaluate import evaluate_synthetic
+from dire.metrics import diversity_metrics
+from dire.models import embed_images
+from dire.runs import config_hash, read_json, run_dir, write_json
+from dire.synthesis import DiReConfig, SynthesisConfig, build_method, synthesize
+from dire.synthesis.base import Context, from_uint8
+from dire.teacher import get_teacher
+
+
+@dataclass
+class Experiment:
+    """Every knob of one experiment, with the CPU smoke settings as defaults."""
+
+    dataset: str = "digits"  # dataset name (dire.data.DATASETS)
+    method: str = "sre2l"  # synthesis method (dire.synthesis.METHODS)
+    method_kwargs: dict = field(default_factory=dict)  # the method's own settings (e.g. r_bn, jitter)
+    synthesis: SynthesisConfig = field(default_factory=lambda: SynthesisConfig(iterations=200))
+    dire: DiReConfig = field(default_factory=DiReConfig)
+    teacher_arch: str = "convnet_bn"  # BN teacher that synthesis matches
+    teacher_recipe: str = "cpu"  # dire.train.TEACHER_RECIPES
+    teacher_seed: int = 0
+    bank_per_class: int = 500  # real embeddings per class (release: 500)
+    student_arch: str = "convnet"
+    student_recipe: str = "cpu"  # dire.train.STUDENT_RECIPES
+    student_epochs: int | None = None  # overrides the recipe's epochs
+    student_seeds: tuple[int, ...] = (0, 1, 2)
+    metric_arch: str | None = None  # embedding network of the diversity metrics: None = the teacher
+
+    def config(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_root: str | Path = "data",
+                   runs_root: str | Path | None = None, progress: bool = True, log=print) -> dict:
+    """Run (or resume) ``exp`` and return ``{"config", "teacher_acc", "accuracy", "diversity", "timing", "dirs"}``."""
+    device = torch.device(device)
+    train_set = load_dataset(exp.dataset, split="train", root=data_root)
+    test_set = load_dataset(exp.dataset, split="test", root=data_root)
+    info = train_set.info
+
+    teacher, trec = get_teacher(exp.dataset, exp.teacher_arch, recipe=exp.teacher_recipe, seed=exp.teacher_seed,
+                                data_root=data_root, runs_root=runs_root, device=device, progress=progress)
+    log(f"teacher {exp.teacher_arch} ({exp.teacher_recipe}): test accuracy {trec['test_acc']:.2f}%")
+    teacher_key = config_hash(trec["config"])
+
+    bank_dir = run_dir("bank", {"teacher": teacher_key, "per_class": exp.bank_per_class}, root=runs_root)
+    bank = real_embedding_bank(teacher, train_set, per_class=exp.bank_per_class, device=device,
+                               cache=bank_dir / "bank.pt", progress=progress)
+
+    syn_config = {"teacher": teacher_key, "bank": bank_dir.name, "method": exp.method, "method_kwargs": exp.method_kwargs,
+                  "synthesis": dataclasses.asdict(exp.synthesis), "dire": dataclasses.asdict(exp.dire)}
+    syn_dir = run_dir("synthetic", syn_config, root=runs_root)
+    method = build_method(exp.method, **exp.method_kwargs)
+    ctx = Context(teacher=teacher, dataset=train_set, config=exp.synthesis, device=device, bank=bank)
+    synthetic = synthesize(method, ctx, out_dir=syn_dir, dire=exp.dire, progress=progress)
+    n_images = len(synthetic["labels"])
+    timing = {"synthesis_s": float(synthetic["seconds"]), "synthesis_s_per_image": float(synthetic["seconds"]) / n_images}
+
+    overrides = {"epochs": exp.student_epochs} if exp.student_epochs else {}
+    acc = evaluate_synthetic(synthetic, teacher=teacher, test_set=test_set, seeds=exp.student_seeds,
+                             arch=exp.student_arch, recipe=exp.student_recipe, device=device,
+                             cache_key={"synthetic": syn_dir.name, "teacher": teacher_key}, runs_root=runs_root,
+                             **overrides)
+
+    # diversity metrics in one named embedding network: the teacher, or an independently trained evaluator
+    if exp.metric_arch is None:
+        metric_net, metric_bank, metric_name = teacher, bank, f"teacher {exp.teacher_arch}"
+    else:
+        metric_net, mrec = get_teacher(exp.dataset, exp.metric_arch, recipe=exp.teacher_recipe,
+                                       seed=exp.teacher_seed + 1, data_root=data_root, runs_root=runs_root,
+                                       device=device, progress=progress)
+        mdir = run_dir("bank", {"teacher": config_hash(mrec["config"]), "per_class": exp.bank_per_class}, root=runs_root)
+        metric_bank = real_embedding_bank(metric_net, train_set, per_class=exp.bank_per_class, device=device,
+                                          cache=mdir / "bank.pt")
+        metric_name = f"evaluator {exp.metric_arch}"
+    fake = embed_images(metric_net, from_uint8(synthetic["images"], info), device=device)
+    real, real_labels = bank_embeddings(metric_bank)
+    diversity = diversity_metrics(fake, synthetic["labels"], real, real_labels)
+
+    result = {"config": exp.config(), "teacher_acc": trec["test_acc"], "accuracy": acc, "diversity": diversity,
+              "metric_network": metric_name, "timing": timing,
+              "dirs": {"teacher": trec["dir"], "synthetic": str(syn_dir)}}
+    exp_dir = run_dir("experiment", {"synthetic": syn_dir.name, "config": exp.config()}, root=runs_root)
+    write_json(exp_dir / "result.json", result)
+    return result
+
+
+def load_result(path: str | Path) -> dict:
+    return read_json(path)
