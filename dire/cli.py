@@ -45,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("condense", help="condense a dataset with one method (± DiRe), evaluate, measure diversity",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_experiment_options(c)
+    cmp = sub.add_parser("compare", help="baseline vs + DiRe over several seeds; writes a CSV and Markdown table",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_experiment_options(cmp)
+    cmp.add_argument("--seeds", default="0,1,2", help="seed s = synthesis seed s and student seed s")
+    cmp.add_argument("--out", default="figures/cli/compare", help="table path without extension (.csv and .md)")
+    return parser
+
+
+def _add_experiment_options(c: argparse.ArgumentParser) -> None:
     c.add_argument("--dataset", default="digits", choices=sorted(DATASETS))
     c.add_argument("--method", default="sre2l", choices=sorted(METHODS))
     c.add_argument("--dire", default="off", choices=["on", "off"], help="add the DiRe regulariser")
@@ -76,10 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     o = c.add_argument_group("where")
     o.add_argument("--device", default="cpu")
     o.add_argument("--data-root", default="data")
+    o.add_argument("--download", action="store_true", help="let torchvision download Fashion-MNIST / CIFAR if missing")
     o.add_argument("--runs-root", default="runs")
     o.add_argument("--json", default=None, help="also write the result to this file")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser
+
+
+def _seeds(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated integers, got {text!r}") from None
 
 
 def experiment_from_args(args: argparse.Namespace):
@@ -89,10 +106,7 @@ def experiment_from_args(args: argparse.Namespace):
     unknown = [t for t in terms if t not in TERMS]
     if unknown:
         raise ValueError(f"--terms: unknown {unknown}; expected a comma-separated subset of {','.join(TERMS)}")
-    try:
-        seeds = tuple(int(s) for s in args.student_seeds.split(","))
-    except ValueError:
-        raise ValueError(f"--student-seeds: expected comma-separated integers, got {args.student_seeds!r}") from None
+    seeds = _seeds(args.student_seeds, "--student-seeds")
     synthesis = SynthesisConfig(ipc=args.ipc, iterations=args.iterations, lr=args.lr, ipc_per_unit=args.ipc_per_unit,
                                 classes_per_unit=args.classes_per_unit, init=args.init, seed=args.seed)
     synthesis.validate(DATASETS[args.dataset].num_classes)
@@ -125,17 +139,27 @@ def format_result(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     try:
+        exp = experiment_from_args(args)
+        where = dict(device=args.device, data_root=args.data_root, runs_root=args.runs_root, progress=not args.quiet,
+                     download=args.download)
         if args.command == "condense":
             from dire.pipeline import run_experiment
             from dire.runs import write_json
 
-            exp = experiment_from_args(args)
-            result = run_experiment(exp, device=args.device, data_root=args.data_root, runs_root=args.runs_root,
-                                    progress=not args.quiet, log=lambda msg: print(msg, file=sys.stderr))
+            result = run_experiment(exp, log=log, **where)
             print(format_result(result))
             if args.json:
                 write_json(args.json, result)
+        elif args.command == "compare":
+            from dire.tables import compare, to_markdown, write_table
+
+            rows = compare(exp, seeds=_seeds(args.seeds, "--seeds"), log=log, **where)
+            csv_path, md_path = write_table(rows, args.out)
+            print(to_markdown(rows))
+            print(f"metrics in: {rows[0]['metric_network']}; teacher accuracy {rows[0]['teacher_acc']:.2f}%; "
+                  f"tables: {csv_path}, {md_path}")
     except (ValueError, FileNotFoundError, TypeError) as err:
         parser.exit(2, f"dire: error: {err}\n")
     return 0

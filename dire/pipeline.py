@@ -47,11 +47,12 @@ class Experiment:
 
 
 def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_root: str | Path = "data",
-                   runs_root: str | Path | None = None, progress: bool = True, log=print) -> dict:
+                   runs_root: str | Path | None = None, progress: bool = True, download: bool = False,
+                   log=print) -> dict:
     """Run (or resume) ``exp`` and return ``{"config", "teacher_acc", "accuracy", "diversity", "timing", "dirs"}``."""
     device = torch.device(device)
-    train_set = load_dataset(exp.dataset, split="train", root=data_root)
-    test_set = load_dataset(exp.dataset, split="test", root=data_root)
+    train_set = load_dataset(exp.dataset, split="train", root=data_root, download=download)
+    test_set = load_dataset(exp.dataset, split="test", root=data_root, download=download)
     info = train_set.info
 
     teacher, trec = get_teacher(exp.dataset, exp.teacher_arch, recipe=exp.teacher_recipe, seed=exp.teacher_seed,

@@ -29,13 +29,13 @@ def teacher_config(dataset: str, arch: str, recipe: Recipe, seed: int) -> dict:
 
 def get_teacher(dataset: str, arch: str = "convnet_bn", *, recipe: str | Recipe = "cpu", seed: int = 0,
                 data_root: str | Path = "data", runs_root: str | Path | None = None, device: str | torch.device = "cpu",
-                workers: int = 0, progress: bool = True, **recipe_overrides) -> tuple[Classifier, dict]:
+                workers: int = 0, progress: bool = True, download: bool = False, **recipe_overrides) -> tuple[Classifier, dict]:
     """Return the trained teacher (eval mode, on ``device``) and its record
     ``{"dir", "config", "test_acc"}``; trains it first if no cached copy exists."""
     recipe = get_recipe(recipe, student=False, **recipe_overrides)
     config = teacher_config(dataset, arch, recipe, seed)
     folder = run_dir("teacher", config, root=runs_root)
-    train_set = load_dataset(dataset, split="train", root=data_root)
+    train_set = load_dataset(dataset, split="train", root=data_root, download=download)
     info = train_set.info
     torch.manual_seed(seed)
     model = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size).to(device)
@@ -44,7 +44,7 @@ def get_teacher(dataset: str, arch: str = "convnet_bn", *, recipe: str | Recipe 
         metrics = read_json(folder / "metrics.json")
         return model.eval(), {"dir": str(folder), "config": config, **metrics}
 
-    test_set = load_dataset(dataset, split="test", root=data_root)
+    test_set = load_dataset(dataset, split="test", root=data_root, download=download)
     optimizer = make_optimizer(model, recipe)
     generator = torch.Generator().manual_seed(seed)
     start, history = 0, []

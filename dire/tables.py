@@ -1,0 +1,91 @@
+"""Multi-seed comparisons and result tables (CSV + Markdown).
+
+Seed ``s`` of an experiment means synthesis seed ``s`` *and* student seed ``s``, so
+the spread covers both the synthetic set and the student's training.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import statistics
+from pathlib import Path
+from typing import Callable, Sequence
+
+from dire.pipeline import Experiment, run_experiment
+from dire.runs import atomic_write_text
+
+METRICS = ("acc_final", "acc_best", "vendi", "coverage", "intra_class_cosine", "precision", "density",
+           "synthesis_s_per_image")
+
+
+def with_seed(exp: Experiment, seed: int) -> Experiment:
+    return dataclasses.replace(exp, synthesis=dataclasses.replace(exp.synthesis, seed=seed), student_seeds=(seed,))
+
+
+def run_seeds(exp: Experiment, seeds: Sequence[int], **run_kwargs) -> dict:
+    """Run ``exp`` once per seed; returns ``{"runs": [...], "<metric>": {"mean", "std"}, ...}``."""
+    runs = []
+    for seed in seeds:
+        result = run_experiment(with_seed(exp, seed), **run_kwargs)
+        runs.append({"seed": seed, "teacher_acc": result["teacher_acc"],
+                     "acc_final": result["accuracy"]["final"]["mean"], "acc_best": result["accuracy"]["best"]["mean"],
+                     **{k: result["diversity"][k] for k in METRICS if k in result["diversity"]},
+                     "synthesis_s_per_image": result["timing"]["synthesis_s_per_image"],
+                     "metric_network": result["metric_network"]})
+    summary = {"runs": runs, "teacher_acc": runs[0]["teacher_acc"], "metric_network": runs[0]["metric_network"]}
+    for key in METRICS:
+        values = [r[key] for r in runs if key in r and not math.isnan(r[key])]
+        summary[key] = {"mean": statistics.fmean(values) if values else math.nan,
+                        "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+    return summary
+
+
+def compare(base: Experiment, *, seeds: Sequence[int] = (0, 1, 2), methods: Sequence[str] | None = None,
+            log: Callable[[str], None] = print, **run_kwargs) -> list[dict]:
+    """Rows of method × {baseline, + DiRe} for ``base`` (its ``dire`` settings give the + DiRe row)."""
+    rows = []
+    for method in methods or [base.method]:
+        for enabled in (False, True):
+            exp = dataclasses.replace(base, method=method, dire=dataclasses.replace(base.dire, enabled=enabled))
+            label = f"{method}{' + DiRe' if enabled else ''}"
+            log(f"== {label}: {base.dataset}, IPC {base.synthesis.ipc}, seeds {list(seeds)}")
+            summary = run_seeds(exp, seeds, **run_kwargs)
+            rows.append({"method": method, "dire": enabled, "dataset": base.dataset, "ipc": base.synthesis.ipc,
+                         "seeds": len(seeds), **summary})
+    return rows
+
+
+def _pm(stat: dict, digits: int) -> str:
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def to_markdown(rows: Sequence[dict]) -> str:
+    head = ("| method | dataset | IPC | accuracy final (%) | accuracy best (%) | Vendi ↑ | Coverage ↑ | "
+            "intra-class cos ↓ | synthesis ms/img |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        name = f"{r['method']}{' + DiRe' if r['dire'] else ''}"
+        lines.append(f"| {name} | {r['dataset']} | {r['ipc']} | {_pm(r['acc_final'], 2)} | {_pm(r['acc_best'], 2)} | "
+                     f"{_pm(r['vendi'], 3)} | {_pm(r['coverage'], 3)} | {_pm(r['intra_class_cosine'], 3)} | "
+                     f"{r['synthesis_s_per_image']['mean'] * 1e3:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[dict]) -> str:
+    out = io.StringIO()
+    fields = ["method", "dire", "dataset", "ipc", "seeds", "teacher_acc"]
+    stats = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    writer = csv.DictWriter(out, fieldnames=fields + stats, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({**{f: r[f] for f in fields}, **{f"{m}_{s}": r[m][s] for m in METRICS for s in ("mean", "std")}})
+    return out.getvalue()
+
+
+def write_table(rows: Sequence[dict], path_stem: str | Path) -> tuple[Path, Path]:
+    """Write ``<stem>.csv`` and ``<stem>.md`` atomically."""
+    stem = Path(path_stem)
+    return atomic_write_text(stem.with_suffix(".csv"), to_csv(rows)), atomic_write_text(stem.with_suffix(".md"), to_markdown(rows))

@@ -1,0 +1,47 @@
+"""The command line: clear errors for bad input; one digits experiment end to end."""
+
+import json
+
+import pytest
+
+from dire.cli import main
+from dire.tables import to_csv, to_markdown
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["condense", "--dataset", "mnist"], "invalid choice: 'mnist'"),
+    (["condense", "--method", "foo"], "invalid choice: 'foo'"),
+    (["condense", "--ipc", "0"], "expected an integer >= 1, got 0"),
+    (["condense", "--terms", "cd,dpp"], "--terms: unknown ['dpp']"),
+    (["condense", "--student-seeds", "a,b"], "--student-seeds: expected comma-separated integers"),
+    (["condense", "--method-arg", "r_bn"], "expected KEY=VALUE"),
+    (["condense", "--dataset", "cifar10", "--data-root", "/nonexistent"], "cifar-10-batches-py"),
+])
+def test_bad_input_is_a_clear_error(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--runs-root", "/tmp/dire-cli-never"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_condense_on_digits(runs_root, tmp_path, capsys):
+    out = tmp_path / "result.json"
+    main(["condense", "--dataset", "digits", "--dire", "on", "--ipc", "2", "--ipc-per-unit", "2", "--iterations", "10",
+          "--student-epochs", "20", "--student-seeds", "0", "--bank-per-class", "50", "--runs-root", str(runs_root),
+          "--json", str(out), "--quiet"])
+    printed = capsys.readouterr().out
+    assert "sre2l + DiRe on digits, IPC 2" in printed and "Vendi" in printed and "Coverage" in printed
+    result = json.loads(out.read_text())
+    assert result["config"]["dire"]["enabled"] and result["accuracy"]["final"]["n"] == 1
+    assert set(result["diversity"]) >= {"vendi", "coverage", "intra_class_cosine", "precision", "recall", "density"}
+    assert 1.0 <= result["diversity"]["vendi"] <= 2.0  # 2 images per class: Vendi lies in [1, n]
+
+
+def test_tables_render():
+    stat = {"mean": 1.0, "std": 0.5}
+    row = {"method": "sre2l", "dire": True, "dataset": "digits", "ipc": 10, "seeds": 3, "teacher_acc": 98.0,
+           **{k: stat for k in ("acc_final", "acc_best", "vendi", "coverage", "intra_class_cosine", "precision",
+                                 "density", "synthesis_s_per_image")}}
+    md = to_markdown([row])
+    assert "| sre2l + DiRe | digits | 10 | 1.00 ± 0.50 |" in md and md.count("\n") == 3
+    assert to_csv([row]).splitlines()[1].startswith("sre2l,True,digits,10,3,98.0,1.0,0.5")
