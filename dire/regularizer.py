@@ -99,6 +99,30 @@ class RealBank:
         return {c: self.emb[c, : self.count[c]] for c in self.classes}
 
 
+class _DistanceSum(torch.autograd.Function):
+    """Per-class sum of ||z_i - r_j|| over the kept (i, j) pairs: one batched GEMM forward, one backward.
+
+    Pairs at distance 0 (a synthetic embedding on a real one, e.g. after real init) count 0 with
+    gradient 0 rather than NaN. ``d/dz_i sum_j ||z_i - r_j|| = sum_j (z_i - r_j) / ||z_i - r_j||``.
+    """
+
+    @staticmethod
+    def forward(ctx, Zp: torch.Tensor, R: torch.Tensor, r_sq: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        # bmm then in-place adds: faster than baddbmm for these skinny shapes on MKL (measured)
+        sq = torch.bmm(Zp, R.transpose(1, 2)).mul_(-2).add_((Zp * Zp).sum(-1, keepdim=True)).add_(r_sq)
+        live = keep & (sq > 0)
+        dist = sq.clamp_min_(0).sqrt_().mul_(live)
+        ctx.save_for_backward(Zp, R, dist, live)
+        return dist.sum((1, 2))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        Zp, R, dist, live = ctx.saved_tensors
+        w = torch.where(live, grad[:, None, None] / torch.where(live, dist, torch.ones_like(dist)), 0.0)
+        return w.sum(-1, keepdim=True) * Zp - torch.bmm(w, R), None, None, None
+
+
 def _group(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Classes present, each sample's class slot, its position within its class, class sizes."""
     classes, slot = torch.unique(labels, return_inverse=True)
@@ -166,16 +190,12 @@ def batched_terms(z: torch.Tensor, labels: torch.Tensor, bank: RealBank, *, offi
     if "edm" in terms:
         K, n_max, m_max = len(classes), int(n.max()), int(m.max())
         Zp = z.new_zeros(K, n_max, z.shape[1]).index_put((slot, pos), z)
-        R, r_sq = sub.emb[:, :m_max], sub.sq_norm[:, None, :m_max]
-        sq = torch.baddbmm((Zp * Zp).sum(-1)[:, :, None] + r_sq, Zp, R.transpose(1, 2), alpha=-2)
         ar_n, ar_m = torch.arange(n_max, device=z.device), torch.arange(m_max, device=z.device)
         keep = (ar_n[None, :, None] < n[:, None, None]) & (ar_m[None, None, :] < m[:, None, None])
         if official:
             keep = keep & (ar_n[None, :, None] != ar_m[None, None, :])
-        # sqrt only where kept and positive, so coinciding points give distance 0 and gradient 0, never NaN
-        live = keep & (sq > 0)
-        dist = torch.where(live, torch.sqrt(torch.where(live, sq, torch.ones_like(sq))), torch.zeros_like(sq))
-        out["edm"] = dist.sum((1, 2)) / (nf * mf)
+        total = _DistanceSum.apply(Zp, sub.emb[:, :m_max], sub.sq_norm[:, None, :m_max], keep)
+        out["edm"] = total / (nf * mf)
     return out
 
 

@@ -1,0 +1,7 @@
+"""``python -m dire`` is the ``dire`` command."""
+
+import sys
+
+from dire.cli import main
+
+sys.exit(main())
