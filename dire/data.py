@@ -185,10 +185,11 @@ class ImageDataset(torch.utils.data.Dataset):
         i %= len(self)
         return self.info.normalize(self._pixels(i)), int(self.targets[i])
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
-        """Batched fetch used by ``DataLoader``: normalized images ``[B, C, H, W]`` and labels ``[B]``.
+    def batch(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """Normalized images ``[B, C, H, W]`` and labels ``[B]`` at ``indices``.
 
-        In-memory datasets gather the whole batch with one indexing operation.
+        In-memory datasets gather the whole batch with one indexing operation
+        (``dire.train.loader`` uses this; a plain ``DataLoader`` uses ``__getitem__``).
         """
         idx = torch.as_tensor(list(indices), dtype=torch.long)
         return self._stack(idx), self.targets[idx]

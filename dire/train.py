@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from dire.augment import mixup, random_crop_pad, random_flip
 
@@ -92,17 +92,28 @@ def augment_batch(x: torch.Tensor, recipe: Recipe, generator: torch.Generator) -
     return random_flip(x, generator) if recipe.flip else x
 
 
-def _collate(batch):
-    # datasets with a batched __getitems__ hand over (images, labels) already stacked
-    if isinstance(batch, tuple) and len(batch) == 2 and all(torch.is_tensor(t) for t in batch):
-        return batch
-    return default_collate(batch)
+class _Batches(Dataset):
+    """Indexes a dataset by whole batches, so in-memory data is gathered in one operation per batch."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices):
+        if hasattr(self.dataset, "batch"):
+            return self.dataset.batch(indices)
+        items = [self.dataset[i] for i in indices]
+        return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 
 
 def loader(dataset: Dataset, *, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
            workers: int = 0) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
-                      drop_last=False, collate_fn=_collate)
+    """Batches ``(images [B, C, H, W], labels [B])``; shuffled with ``generator`` when ``shuffle``."""
+    order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    return DataLoader(_Batches(dataset), sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None,
+                      num_workers=workers)
 
 
 @torch.no_grad()

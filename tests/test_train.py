@@ -71,3 +71,17 @@ def test_summarize():
     s = summarize([1.0, 2.0, 3.0])
     assert s["mean"] == 2.0 and s["std"] == pytest.approx(1.0) and s["n"] == 3
     assert summarize([5.0])["std"] == 0.0 and math.isfinite(summarize([5.0])["mean"])
+
+
+def test_loader_yields_every_item_once_in_batches():
+    from dire.train import loader
+
+    ds = load_dataset("digits", split="test")
+    batches = list(loader(ds, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    assert [len(y) for _, y in batches] == [64] * 5 + [40]
+    x = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+    all_x, all_y = ds.tensors()
+    # same multiset of (image, label) pairs as the dataset, in a shuffled order
+    key = lambda imgs, labels: sorted(zip(imgs.flatten(1).sum(1).tolist(), labels.tolist()))  # noqa: E731
+    assert key(x, y) == key(all_x, all_y) and not torch.equal(y, all_y)
