@@ -23,6 +23,7 @@ def test_bn_loss_matches_hand_computation():
         net(x)
         got = bn.loss(first_multiplier=10.0).detach()
     # by hand: inputs of each BN layer, biased variance over (N, H, W), plain L2 norms
+    torch.set_grad_enabled(False)
     a1 = net[0](x)
     a2 = net[3](net[2](net[1](a1)))
     want = 0.0
@@ -30,6 +31,7 @@ def test_bn_loss_matches_hand_computation():
         flat = a.permute(1, 0, 2, 3).reshape(a.shape[1], -1)
         mean, var = flat.mean(1), ((flat - flat.mean(1, keepdim=True)) ** 2).mean(1)
         want += w * (3.0 * torch.sqrt(((layer.running_var - var) ** 2).sum()) + torch.sqrt(((layer.running_mean - mean) ** 2).sum()))
+    torch.set_grad_enabled(True)
     assert float(got) == pytest.approx(float(want), rel=1e-12)
 
 
