@@ -23,15 +23,15 @@ def test_bn_loss_matches_hand_computation():
         net(x)
         got = bn.loss(first_multiplier=10.0).detach()
     # by hand: inputs of each BN layer, biased variance over (N, H, W), plain L2 norms
-    torch.set_grad_enabled(False)
-    a1 = net[0](x)
-    a2 = net[3](net[2](net[1](a1)))
     want = 0.0
-    for w, a, layer in ((10.0, a1, net[1]), (1.0, a2, net[4])):
-        flat = a.permute(1, 0, 2, 3).reshape(a.shape[1], -1)
-        mean, var = flat.mean(1), ((flat - flat.mean(1, keepdim=True)) ** 2).mean(1)
-        want += w * (3.0 * torch.sqrt(((layer.running_var - var) ** 2).sum()) + torch.sqrt(((layer.running_mean - mean) ** 2).sum()))
-    torch.set_grad_enabled(True)
+    with torch.no_grad():
+        a1 = net[0](x)
+        a2 = net[3](net[2](net[1](a1)))
+        for w, a, layer in ((10.0, a1, net[1]), (1.0, a2, net[4])):
+            flat = a.permute(1, 0, 2, 3).reshape(a.shape[1], -1)
+            mean, var = flat.mean(1), ((flat - flat.mean(1, keepdim=True)) ** 2).mean(1)
+            want += w * (3.0 * torch.sqrt(((layer.running_var - var) ** 2).sum())
+                         + torch.sqrt(((layer.running_mean - mean) ** 2).sum()))
     assert float(got) == pytest.approx(float(want), rel=1e-12)
 
 
@@ -57,5 +57,5 @@ def test_gradient_moves_statistics_toward_running_values():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
