@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test test-fast bench clean
+.PHONY: setup test test-fast reproduce bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,11 +18,17 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed
 
+# unit + integration tests, every notebook run with its (smoke) defaults by nbval, notebooks stripped
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/nbstripout --verify notebooks/*.ipynb
+	$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+# regenerate every table and figure of the quick profile (Fashion-MNIST, CPU)
+reproduce: setup
+	$(BIN)/dire reproduce --profile quick
 
 bench: setup
 	$(BIN)/python benchmarks/dire_term.py

@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment_options(cmp)
     cmp.add_argument("--seeds", default="0,1,2", help="seed s = synthesis seed s and student seed s")
     cmp.add_argument("--out", default="figures/cli/compare", help="table path without extension (.csv and .md)")
+    rep = sub.add_parser("reproduce", help="run the paper notebooks headless (papermill) for a profile",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    rep.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
+    rep.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK", help="e.g. 02_ablation")
+    rep.add_argument("--device", default="cpu")
     return parser
 
 
@@ -141,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     try:
+        if args.command == "reproduce":
+            from dire.reproduce import reproduce
+
+            runs = reproduce(args.profile, only=args.only, device=args.device, log=print)
+            failed = [r.name for r in runs if not r.ok]
+            return 1 if failed else 0
         exp = experiment_from_args(args)
         where = dict(device=args.device, data_root=args.data_root, runs_root=args.runs_root, progress=not args.quiet,
                      download=args.download)

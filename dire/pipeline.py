@@ -64,10 +64,12 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     bank = real_embedding_bank(teacher, train_set, per_class=exp.bank_per_class, device=device,
                                cache=bank_dir / "bank.pt", progress=progress)
 
-    syn_config = {"teacher": teacher_key, "bank": bank_dir.name, "method": exp.method, "method_kwargs": exp.method_kwargs,
-                  "synthesis": dataclasses.asdict(exp.synthesis), "dire": dataclasses.asdict(exp.dire)}
-    syn_dir = run_dir("synthetic", syn_config, root=runs_root)
     method = build_method(exp.method, **exp.method_kwargs)
+    # keyed by the method's resolved settings, so {"r_bn": 1.0} and {"r_bn": 1.0, "jitter": 4} share a cache
+    syn_config = {"teacher": teacher_key, "bank": bank_dir.name, "method": exp.method,
+                  "method_settings": dataclasses.asdict(method), "synthesis": dataclasses.asdict(exp.synthesis),
+                  "dire": dataclasses.asdict(exp.dire)}
+    syn_dir = run_dir("synthetic", syn_config, root=runs_root)
     ctx = Context(teacher=teacher, dataset=train_set, config=exp.synthesis, device=device, bank=bank)
     synthetic = synthesize(method, ctx, out_dir=syn_dir, dire=exp.dire, progress=progress)
     n_images = len(synthetic["labels"])

@@ -89,3 +89,95 @@ def write_table(rows: Sequence[dict], path_stem: str | Path) -> tuple[Path, Path
     """Write ``<stem>.csv`` and ``<stem>.md`` atomically."""
     stem = Path(path_stem)
     return atomic_write_text(stem.with_suffix(".csv"), to_csv(rows)), atomic_write_text(stem.with_suffix(".md"), to_markdown(rows))
+
+
+# ------------------------------------------------------------------ ablation and cross-architecture
+
+ABLATION = {  # variant name -> DiRe terms (None = DiRe off)
+    "none": None, "CD": ("cd",), "CDM": ("cdm",), "EDM": ("edm",), "CD+CDM": ("cd", "cdm"),
+    "CD+EDM": ("cd", "edm"), "CDM+EDM": ("cdm", "edm"), "all": ("cd", "cdm", "edm"),
+}
+
+
+def ablation(base: Experiment, *, seeds: Sequence[int] = (0, 1, 2), variants: Sequence[str] = tuple(ABLATION),
+             log: Callable[[str], None] = print, **run_kwargs) -> list[dict]:
+    """One row per DiRe term combination, with raw metrics and min-max normalised ones (paper's ablation)."""
+    unknown = [v for v in variants if v not in ABLATION]
+    if unknown:
+        raise ValueError(f"unknown ablation variants {unknown}; expected names from {list(ABLATION)}")
+    rows = []
+    for variant in variants:
+        terms = ABLATION[variant]
+        dire = dataclasses.replace(base.dire, enabled=terms is not None, terms=terms or base.dire.terms)
+        log(f"== ablation {variant}: {base.dataset}, IPC {base.synthesis.ipc}, seeds {list(seeds)}")
+        rows.append({"variant": variant, "method": base.method, "dire": terms is not None, "dataset": base.dataset,
+                     "ipc": base.synthesis.ipc, "seeds": len(seeds),
+                     **run_seeds(dataclasses.replace(base, dire=dire), seeds, **run_kwargs)})
+    for key in ("acc_final", "vendi", "coverage", "intra_class_cosine"):
+        values = [r[key]["mean"] for r in rows]
+        lo, hi = min(values), max(values)
+        for r in rows:  # min-max over the variants; raw direction kept (intra-class cosine: lower = more diverse)
+            r[f"{key}_norm"] = (r[key]["mean"] - lo) / (hi - lo) if hi > lo else 0.0
+    return rows
+
+
+def ablation_markdown(rows: Sequence[dict]) -> str:
+    head = ("| variant | accuracy (%) | Vendi ↑ | Coverage ↑ | intra-class cos ↓ | acc (norm) | Vendi (norm) | "
+            "Coverage (norm) | intra-cos (norm) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {_pm(r['acc_final'], 2)} | {_pm(r['vendi'], 3)} | {_pm(r['coverage'], 4)} | "
+                     f"{_pm(r['intra_class_cosine'], 3)} | {r['acc_final_norm']:.2f} | {r['vendi_norm']:.2f} | "
+                     f"{r['coverage_norm']:.2f} | {r['intra_class_cosine_norm']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def cross_architecture(base: Experiment, *, students: Sequence[str], seeds: Sequence[int] = (0, 1, 2),
+                       log: Callable[[str], None] = print, **run_kwargs) -> list[dict]:
+    """Synthesise once with ``base``'s teacher (± DiRe), evaluate students of each architecture."""
+    rows = []
+    for enabled in (False, True):
+        for arch in students:
+            exp = dataclasses.replace(base, student_arch=arch, dire=dataclasses.replace(base.dire, enabled=enabled))
+            log(f"== {base.method}{' + DiRe' if enabled else ''} → student {arch}")
+            rows.append({"method": base.method, "dire": enabled, "student": arch, "teacher": base.teacher_arch,
+                         "dataset": base.dataset, "ipc": base.synthesis.ipc, "seeds": len(seeds),
+                         **run_seeds(exp, seeds, **run_kwargs)})
+    return rows
+
+
+def cross_architecture_markdown(rows: Sequence[dict]) -> str:
+    students = list(dict.fromkeys(r["student"] for r in rows))
+    head = "| method | " + " | ".join(students) + " |"
+    lines = [head, "|" + "---|" * (len(students) + 1)]
+    for enabled in (False, True):
+        cells = {r["student"]: _pm(r["acc_final"], 2) for r in rows if r["dire"] == enabled}
+        name = f"{rows[0]['method']}{' + DiRe' if enabled else ''}"
+        lines.append(f"| {name} | " + " | ".join(cells.get(s, "–") for s in students) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def flat_rows(rows: Sequence[dict]) -> list[dict]:
+    """Rows with each {mean, std} metric split into two columns, for CSV and plotting."""
+    flat = []
+    for r in rows:
+        out = {}
+        for key, value in r.items():
+            if key == "runs":
+                continue
+            if isinstance(value, dict) and set(value) == {"mean", "std"}:
+                out[f"{key}_mean"], out[f"{key}_std"] = value["mean"], value["std"]
+            else:
+                out[key] = value
+        flat.append(out)
+    return flat
+
+
+def rows_to_csv(rows: Sequence[dict]) -> str:
+    flat = flat_rows(rows)
+    fields = list(dict.fromkeys(k for r in flat for k in r))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(flat)
+    return out.getvalue()

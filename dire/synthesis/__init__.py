@@ -9,6 +9,12 @@ METHODS: dict[str, type[Method]] = {"sre2l": SRe2L}
 def build_method(name: str, **kwargs) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
+    import dataclasses
+
+    valid = [f.name for f in dataclasses.fields(METHODS[name])] if dataclasses.is_dataclass(METHODS[name]) else []
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"method {name!r} has no setting(s) {unknown}; its settings are {valid}")
     return METHODS[name](**kwargs)
 
 
