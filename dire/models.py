@@ -179,3 +179,174 @@ def embed_images(model: nn.Module, images: torch.Tensor, *, batch_size: int = 25
            for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(out) if out else images.new_zeros(0, 0)
+
+
+# ---------------------------------------------------------------- cross-architecture students
+#
+# Torchvision architectures (weights=None) for the cross-architecture table, built for any
+# ``in_channels`` and small images the way the CIFAR variants of UFC/G-VBSM are: for
+# image_size <= 64 the stem convolution has stride 1 (and ShuffleNet loses its stem max-pool),
+# so every CNN downsamples by 8 overall (32 px -> a 4×4 final map, like the CIFAR ResNet18).
+# On top of that, any stride-2 stage that would shrink the (nominal) feature map below 2×2 is
+# made stride 1, so 8-px inputs end on a 2×2 map instead of 1×1 (a stride-2 3×3/5×5 conv with
+# padding k // 2 never reaches 0 px, but stacking them would leave 1 px for the last stages).
+# 224-px models are torchvision's own, apart from the first conv taking ``in_channels``.
+
+
+def _halve(size: int) -> int:
+    """Output size of a stride-2 conv or pool with an odd kernel k and padding k // 2."""
+    return (size - 1) // 2 + 1
+
+
+def _plan_downsampling(blocks, size: int, *, skip_first: bool) -> int:
+    """Set the stride-2 convs of ``blocks`` (in forward order) to stride 1 where needed.
+
+    A block downsamples only if its input map is at least 3 px (its output then is at
+    least 2 px); with ``skip_first`` its first downsampling block never does (the CIFAR
+    convention for MobileNetV2/EfficientNet). Returns the final map size for ``size`` px
+    entering the first block. A block's stride-2 convs change together (ShuffleNet has
+    one per branch); in every such block input and output channels differ, so the block
+    has no residual shortcut and stays valid with stride 1.
+    """
+    first = True
+    for block in blocks:
+        convs = [m for m in block.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+        if not convs:
+            continue
+        if (skip_first and first) or size < 3:
+            for conv in convs:
+                conv.stride = (1, 1)
+        else:
+            size = _halve(size)
+        first = False
+    return size
+
+
+def _new_stem(old: nn.Conv2d, in_channels: int, stride: int, *, fan_out_init: bool) -> nn.Conv2d:
+    """``old`` with ``in_channels`` inputs and the given stride (same kernel, padding, bias)."""
+    conv = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, stride=stride, padding=old.padding,
+                     bias=old.bias is not None)
+    if fan_out_init:  # torchvision's MobileNetV2/EfficientNet conv init
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out")
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
+    return conv
+
+
+@register("mobilenet_v2")
+def mobilenet_v2(*, num_classes: int, in_channels: int, image_size: int):
+    """Torchvision MobileNetV2 (width 1.0), 1280-d embedding.
+
+    image_size <= 64: stem stride 1 and the first stride-2 stage (24 channels) at stride 1,
+    as in the common CIFAR MobileNetV2 (32 px -> 4×4 final map); 8 px ends on 2×2.
+    The classifier's dropout is dropped: the body ends at global average pool + flatten.
+    """
+    net = torchvision.models.mobilenet_v2(weights=None, num_classes=num_classes)
+    small = image_size <= 64
+    net.features[0][0] = _new_stem(net.features[0][0], in_channels, 1 if small else 2, fan_out_init=True)
+    size = image_size if small else _halve(image_size)
+    _plan_downsampling(list(net.features)[1:], size, skip_first=small)
+    dim = net.last_channel
+    net.classifier = nn.Identity()
+    return Classifier(net, dim, num_classes)
+
+
+@register("shufflenet_v2")
+def shufflenet_v2(*, num_classes: int, in_channels: int, image_size: int):
+    """Torchvision ShuffleNetV2 x0.5 (stage widths 24/48/96/192, 1024-d embedding).
+
+    x0.5 is the width used in the G-VBSM/UFC cross-architecture tables, and the cheapest
+    student (about 0.35M parameters in the body). image_size <= 64: 3×3 stem at stride 1 and
+    no max-pool, so the three stride-2 stages give 32 px -> 4×4; 8 px ends on 2×2 (stage4
+    keeps both branches but at stride 1).
+    """
+    net = torchvision.models.shufflenet_v2_x0_5(weights=None, num_classes=num_classes)
+    small = image_size <= 64
+    net.conv1[0] = _new_stem(net.conv1[0], in_channels, 1 if small else 2, fan_out_init=False)
+    if small:
+        net.maxpool = nn.Identity()
+        size = image_size
+    else:
+        size = _halve(_halve(image_size))
+    _plan_downsampling([*net.stage2, *net.stage3, *net.stage4], size, skip_first=False)
+    dim = net.fc.in_features
+    net.fc = nn.Identity()  # the body ends at the global average pool (x.mean([2, 3]))
+    return Classifier(net, dim, num_classes)
+
+
+@register("efficientnet_b0")
+def efficientnet_b0(*, num_classes: int, in_channels: int, image_size: int):
+    """Torchvision EfficientNet-B0 (stochastic depth 0.2 as in torchvision), 1280-d embedding.
+
+    image_size <= 64: stem stride 1 and the first stride-2 stage (24 channels) at stride 1
+    (32 px -> 4×4 final map, as MobileNetV2); 8 px ends on 2×2. The classifier's dropout
+    (p=0.2) is dropped: the body ends at global average pool + flatten.
+    """
+    net = torchvision.models.efficientnet_b0(weights=None, num_classes=num_classes)
+    small = image_size <= 64
+    net.features[0][0] = _new_stem(net.features[0][0], in_channels, 1 if small else 2, fan_out_init=True)
+    size = image_size if small else _halve(image_size)
+    _plan_downsampling([block for stage in list(net.features)[1:-1] for block in stage], size, skip_first=small)
+    dim = net.classifier[-1].in_features
+    net.classifier = nn.Identity()
+    return Classifier(net, dim, num_classes)
+
+
+def vit_patch_size(image_size: int) -> int:
+    """Largest patch in (16, 8, 4, 2, 1) that divides ``image_size`` and leaves at least
+    min(7, image_size // 2) patches per side: 224 -> 16, 64 -> 8, 32 -> 4, 28 -> 4, 8 -> 2."""
+    need = min(7, image_size // 2)
+    return next(p for p in (16, 8, 4, 2, 1) if image_size % p == 0 and image_size // p >= need)
+
+
+@register("vit_tiny")
+def vit_tiny(*, num_classes: int, in_channels: int, image_size: int):
+    """A 6-layer ViT (hidden 192, 3 heads, MLP 768; about 2.7M parameters), 192-d embedding.
+
+    Torchvision's VisionTransformer with ``patch_size = vit_patch_size(image_size)``; it only
+    accepts inputs of exactly ``image_size`` px. The embedding is the class token after the
+    encoder's final LayerNorm (torchvision's ``heads`` replaced by ``head``).
+    """
+    patch = vit_patch_size(image_size)
+    net = torchvision.models.VisionTransformer(image_size=image_size, patch_size=patch, num_layers=6, num_heads=3,
+                                               hidden_dim=192, mlp_dim=768, num_classes=num_classes)
+    net.conv_proj = nn.Conv2d(in_channels, 192, kernel_size=patch, stride=patch)
+    fan_in = in_channels * patch * patch  # torchvision's patch-embedding init
+    nn.init.trunc_normal_(net.conv_proj.weight, std=(1.0 / fan_in) ** 0.5)
+    nn.init.zeros_(net.conv_proj.bias)
+    net.heads = nn.Identity()
+    return Classifier(net, 192, num_classes)
+
+
+def swin_config(image_size: int) -> tuple[int, int]:
+    """(patch, window) of ``swin_tiny`` for ``image_size`` px.
+
+    > 64 px: patch 4, window 7 (224 px: 56/28/14 maps). 17-64 px: patch 2; <= 16 px: patch 1
+    (8 px: 8/4/2 maps rather than 4/2/1). Small images use window min(4, final map), at least 2,
+    so windows do not exceed the last stage (32 px: 16/8/4 maps, window 4; 8 px: window 2).
+    Maps that are not a multiple of the window (28 px: 14 and 7) are zero-padded by
+    torchvision, which also drops the shift where one window covers the whole map.
+    """
+    if image_size > 64:
+        return 4, 7
+    patch = 2 if image_size > 16 else 1
+    final = _halve(_halve(image_size // patch))  # PatchMerging pads odd maps: ceil(size / 2)
+    return patch, max(2, min(4, final))
+
+
+@register("swin_tiny")
+def swin_tiny(*, num_classes: int, in_channels: int, image_size: int):
+    """A small Swin Transformer: embed 48, depths (2, 2, 2), heads (3, 6, 12), 192-d embedding.
+
+    Torchvision's SwinTransformer (stochastic depth 0.1) with ``swin_config(image_size)``;
+    about 1.27M parameters. Any input size >= 4 px works (windows are padded); the embedding
+    is the final LayerNorm's output, average-pooled (torchvision's ``head`` becomes ``head``).
+    """
+    patch, window = swin_config(image_size)
+    net = torchvision.models.SwinTransformer(patch_size=[patch, patch], embed_dim=48, depths=[2, 2, 2],
+                                             num_heads=[3, 6, 12], window_size=[window, window],
+                                             stochastic_depth_prob=0.1, num_classes=num_classes)
+    net.features[0][0] = nn.Conv2d(in_channels, 48, kernel_size=patch, stride=patch)
+    dim = net.head.in_features
+    net.head = nn.Identity()
+    return Classifier(net, dim, num_classes)
