@@ -70,10 +70,10 @@ def measure_synthesis(*, dataset: str, dire: bool, ipc_per_unit: int = 10, class
     if dev.type == "cuda":
         memory = {"peak_cuda_allocated_bytes": torch.cuda.max_memory_allocated(dev),
                   "peak_cuda_reserved_bytes": torch.cuda.max_memory_reserved(dev)}
-    else:
-        import resource
+    else:  # this process's own peak (VmHWM); ru_maxrss would inherit the parent's peak across exec
+        from dire.profiling import peak_rss_bytes
 
-        memory = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+        memory = {"peak_rss_bytes": peak_rss_bytes()}
     return {"dataset": dataset, "dire": dire, "images_per_step": images, "iterations": iterations,
             "step_s": per_step, "step_s_per_image": per_step / images, "dire_term_s": dire_step,
             "dire_share": dire_step / per_step if per_step else 0.0, "device": str(dev), "measured_at": time.time(),
