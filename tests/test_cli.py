@@ -45,3 +45,21 @@ def test_tables_render():
     md = to_markdown([row])
     assert "| sre2l + DiRe | digits | 10 | 1.00 ± 0.50 |" in md and md.count("\n") == 3
     assert to_csv([row]).splitlines()[1].startswith("sre2l,True,digits,10,3,98.0,1.0,0.5")
+
+
+def test_cross_architecture_and_flat_tables():
+    from dire.tables import cross_architecture_markdown, flat_rows, rows_to_csv
+
+    def row(dire, student, acc):
+        return {"method": "sre2l", "dire": dire, "student": student, "acc_final": {"mean": acc, "std": 1.0},
+                "runs": [{"seed": 0}]}
+
+    rows = [row(False, "convnet", 50.0), row(False, "vit_tiny", 40.0), row(True, "convnet", 55.0)]
+    md = cross_architecture_markdown(rows).splitlines()
+    assert md[0] == "| method | convnet | vit_tiny |"
+    assert md[2] == "| sre2l | 50.00 ± 1.00 | 40.00 ± 1.00 |"
+    assert md[3] == "| sre2l + DiRe | 55.00 ± 1.00 | – |"  # a missing cell is shown, not dropped
+    flat = flat_rows(rows)
+    assert flat[0] == {"method": "sre2l", "dire": False, "student": "convnet", "acc_final_mean": 50.0,
+                       "acc_final_std": 1.0}
+    assert rows_to_csv(rows).splitlines()[0] == "method,dire,student,acc_final_mean,acc_final_std"
