@@ -15,7 +15,8 @@ import torch
 def measure_synthesis(*, dataset: str, dire: bool, ipc_per_unit: int = 10, classes_per_unit: int | None = None,
                       iterations: int = 20, warmup: int = 2, teacher_arch: str = "convnet_bn",
                       teacher_recipe: str = "cpu", bank_per_class: int = 500, r_bn: float = 0.01, lr: float = 0.25,
-                      device: str = "cpu", data_root: str = "data", runs_root: str = "runs") -> dict:
+                      device: str = "cpu", data_root: str = "data", runs_root: str = "runs",
+                      download: bool = False) -> dict:
     """Time ``iterations`` optimisation steps of one synthesis unit (after ``warmup`` steps).
 
     Returns seconds per step and per image-step, the DiRe term's forward + backward
@@ -32,9 +33,9 @@ def measure_synthesis(*, dataset: str, dire: bool, ipc_per_unit: int = 10, class
     from dire.teacher import get_teacher
 
     dev = torch.device(device)
-    train = load_dataset(dataset, root=data_root)
+    train = load_dataset(dataset, root=data_root, download=download)
     teacher, rec = get_teacher(dataset, teacher_arch, recipe=teacher_recipe, data_root=data_root, runs_root=runs_root,
-                               device=dev, progress=False)
+                               device=dev, progress=False, download=download)
     bank_dir = run_dir("bank", {"teacher": config_hash(rec["config"]), "per_class": bank_per_class}, root=runs_root)
     bank = real_embedding_bank(teacher, train, per_class=bank_per_class, device=dev, cache=bank_dir / "bank.pt")
     config = SynthesisConfig(ipc=ipc_per_unit, iterations=iterations + warmup, lr=lr, ipc_per_unit=ipc_per_unit,
