@@ -47,3 +47,16 @@ def bank_embeddings(bank: RealBank) -> tuple[torch.Tensor, torch.Tensor]:
     z = torch.cat([per[c] for c in bank.classes])
     y = torch.cat([torch.full((len(per[c]),), c) for c in bank.classes])
     return z, y
+
+
+def cached_bank(teacher: nn.Module, teacher_record: dict, dataset: ImageDataset, *, per_class: int = 500,
+                device: str | torch.device = "cpu", runs_root: str | Path | None = None,
+                progress: bool = False) -> tuple[RealBank, Path]:
+    """The bank of a cached teacher (``get_teacher``'s model and record), stored in its run folder
+    ``<runs>/bank/<hash of (teacher config, per_class)>/bank.pt``; returns the bank and that folder."""
+    from dire.runs import config_hash, run_dir
+
+    folder = run_dir("bank", {"teacher": config_hash(teacher_record["config"]), "per_class": per_class}, root=runs_root)
+    bank = real_embedding_bank(teacher, dataset, per_class=per_class, device=device, cache=folder / "bank.pt",
+                               progress=progress)
+    return bank, folder

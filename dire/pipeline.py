@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from dire.bank import bank_embeddings, real_embedding_bank
+from dire.bank import bank_embeddings, cached_bank
 from dire.data import load_dataset
 from dire.evaluate import evaluate_synthetic
 from dire.metrics import diversity_metrics
 from dire.models import embed_images
-from dire.runs import config_hash, read_json, run_dir, write_json
+from dire.runs import config_hash, run_dir, write_json
 from dire.synthesis import DiReConfig, SynthesisConfig, build_method, synthesize
 from dire.synthesis.base import Context, from_uint8
 from dire.teacher import get_teacher
@@ -60,9 +60,8 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     log(f"teacher {exp.teacher_arch} ({exp.teacher_recipe}): test accuracy {trec['test_acc']:.2f}%")
     teacher_key = config_hash(trec["config"])
 
-    bank_dir = run_dir("bank", {"teacher": teacher_key, "per_class": exp.bank_per_class}, root=runs_root)
-    bank = real_embedding_bank(teacher, train_set, per_class=exp.bank_per_class, device=device,
-                               cache=bank_dir / "bank.pt", progress=progress)
+    bank, bank_dir = cached_bank(teacher, trec, train_set, per_class=exp.bank_per_class, device=device,
+                                 runs_root=runs_root, progress=progress)
 
     method = build_method(exp.method, **exp.method_kwargs)
     # keyed by the method's resolved settings, so {"r_bn": 1.0} and {"r_bn": 1.0, "jitter": 4} share a cache
@@ -88,9 +87,8 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
         metric_net, mrec = get_teacher(exp.dataset, exp.metric_arch, recipe=exp.teacher_recipe,
                                        seed=exp.teacher_seed + 1, data_root=data_root, runs_root=runs_root,
                                        device=device, progress=progress)
-        mdir = run_dir("bank", {"teacher": config_hash(mrec["config"]), "per_class": exp.bank_per_class}, root=runs_root)
-        metric_bank = real_embedding_bank(metric_net, train_set, per_class=exp.bank_per_class, device=device,
-                                          cache=mdir / "bank.pt")
+        metric_bank, _ = cached_bank(metric_net, mrec, train_set, per_class=exp.bank_per_class, device=device,
+                                     runs_root=runs_root)
         metric_name = f"evaluator {exp.metric_arch}"
     fake = embed_images(metric_net, from_uint8(synthetic["images"], info), device=device)
     real, real_labels = bank_embeddings(metric_bank)
@@ -102,7 +100,3 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     exp_dir = run_dir("experiment", {"synthetic": syn_dir.name, "config": exp.config()}, root=runs_root)
     write_json(exp_dir / "result.json", result)
     return result
-
-
-def load_result(path: str | Path) -> dict:
-    return read_json(path)

@@ -24,10 +24,9 @@ def measure_synthesis(*, dataset: str, dire: bool, ipc_per_unit: int = 10, class
     this process's peak RSS on the CPU). The teacher and bank come from the cache
     (trained if missing, before timing starts).
     """
-    from dire.bank import real_embedding_bank
+    from dire.bank import cached_bank
     from dire.data import load_dataset
     from dire.profiling import timed
-    from dire.runs import config_hash, run_dir
     from dire.synthesis import DiReConfig, SRe2L, SynthesisConfig
     from dire.synthesis.base import Context, plan_units
     from dire.teacher import get_teacher
@@ -36,8 +35,7 @@ def measure_synthesis(*, dataset: str, dire: bool, ipc_per_unit: int = 10, class
     train = load_dataset(dataset, root=data_root, download=download)
     teacher, rec = get_teacher(dataset, teacher_arch, recipe=teacher_recipe, data_root=data_root, runs_root=runs_root,
                                device=dev, progress=False, download=download)
-    bank_dir = run_dir("bank", {"teacher": config_hash(rec["config"]), "per_class": bank_per_class}, root=runs_root)
-    bank = real_embedding_bank(teacher, train, per_class=bank_per_class, device=dev, cache=bank_dir / "bank.pt")
+    bank, _ = cached_bank(teacher, rec, train, per_class=bank_per_class, device=dev, runs_root=runs_root)
     config = SynthesisConfig(ipc=ipc_per_unit, iterations=iterations + warmup, lr=lr, ipc_per_unit=ipc_per_unit,
                              classes_per_unit=classes_per_unit)
     ctx = Context(teacher=teacher.eval().requires_grad_(False), dataset=train, config=config, device=dev, bank=bank)
