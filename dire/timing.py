@@ -7,6 +7,7 @@ allocator's peak.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -19,8 +20,10 @@ def measure_synthesis(*, dataset: str, dire: bool, ipc_per_unit: int = 10, class
                       download: bool = False) -> dict:
     """Time ``iterations`` optimisation steps of one synthesis unit (after ``warmup`` steps).
 
-    Returns seconds per step and per image-step, the DiRe term's forward + backward
-    time per step and its share of the step, and peak memory (CUDA allocator peak, or
+    The step is the shared loop's own (``run_unit``: loss, DiRe, Adam step, clamp, LR
+    schedule), timed over a whole unit after a warm-up unit. Returns seconds per step and
+    per image-step, the DiRe term's forward + backward time per step (timed apart on the
+    unit's embeddings) and its share of the step, and peak memory (CUDA allocator peak, or
     this process's peak RSS on the CPU). The teacher and bank come from the cache
     (trained if missing, before timing starts).
     """
@@ -28,7 +31,7 @@ def measure_synthesis(*, dataset: str, dire: bool, ipc_per_unit: int = 10, class
     from dire.data import load_dataset
     from dire.profiling import timed
     from dire.synthesis import DiReConfig, SRe2L, SynthesisConfig
-    from dire.synthesis.base import Context, plan_units
+    from dire.synthesis.base import Context, plan_units, run_unit
     from dire.teacher import get_teacher
 
     dev = torch.device(device)
@@ -36,36 +39,32 @@ def measure_synthesis(*, dataset: str, dire: bool, ipc_per_unit: int = 10, class
     teacher, rec = get_teacher(dataset, teacher_arch, recipe=teacher_recipe, data_root=data_root, runs_root=runs_root,
                                device=dev, progress=False, download=download)
     bank, _ = cached_bank(teacher, rec, train, per_class=bank_per_class, device=dev, runs_root=runs_root)
-    config = SynthesisConfig(ipc=ipc_per_unit, iterations=iterations + warmup, lr=lr, ipc_per_unit=ipc_per_unit,
+    config = SynthesisConfig(ipc=ipc_per_unit, iterations=iterations, lr=lr, ipc_per_unit=ipc_per_unit,
                              classes_per_unit=classes_per_unit)
     ctx = Context(teacher=teacher.eval().requires_grad_(False), dataset=train, config=config, device=dev, bank=bank)
     unit = plan_units(config, train.info.num_classes)[0]
     method, reg = SRe2L(r_bn=r_bn), DiReConfig(enabled=dire).module()
-    g = torch.Generator().manual_seed(0)
-    x = method.init_images(ctx, unit, g).to(dev).requires_grad_()
-    labels = unit.labels(dev)
-    opt = torch.optim.Adam([x], lr=lr, betas=(0.5, 0.9))
+    if warmup > 0:  # a short warm-up unit: allocator, kernels, first touches
+        ctx.config = dataclasses.replace(config, iterations=warmup)
+        run_unit(method, ctx, unit, reg)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    step_s, dire_s = [], []
-    for it in range(iterations + warmup):
-        with timed(dev) as total:
-            step = method.loss(ctx, unit, x, labels, it, g)
-            loss = step.loss
-            if reg is not None:
-                with timed(dev) as part:  # the DiRe term's own forward + backward, measured apart
-                    extra = reg(step.embeddings.detach().requires_grad_(), labels, bank)
-                    extra.backward()
+    # the timed unit runs the synthesis loop itself (loss, DiRe, step, clamp, schedule); its time also
+    # covers the unit's init and final quantisation, once per unit
+    ctx.config = config
+    per_step = float(run_unit(method, ctx, unit, reg)["seconds"]) / iterations
+    labels = unit.labels(dev)
+    dire_s = []
+    if reg is not None:  # the DiRe term's own forward + backward, on embeddings of this unit's images
+        g = torch.Generator().manual_seed(0)
+        z = method.loss(ctx, unit, method.init_images(ctx, unit, g).to(dev), labels, 0, g).embeddings.detach()
+        for i in range(warmup + iterations):
+            with timed(dev) as part:
+                reg(z.clone().requires_grad_(), labels, bank).backward()
+            if i >= warmup:
                 dire_s.append(part.seconds)
-                loss = loss + reg(step.embeddings, labels, bank)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if it >= warmup:
-            step_s.append(total.seconds - (dire_s[-1] if reg is not None else 0.0))
     images = len(labels)
-    per_step = sum(step_s) / len(step_s)
-    dire_step = sum(dire_s[warmup:]) / max(len(dire_s[warmup:]), 1) if reg is not None else 0.0
+    dire_step = sum(dire_s) / len(dire_s) if dire_s else 0.0
     if dev.type == "cuda":
         memory = {"peak_cuda_allocated_bytes": torch.cuda.max_memory_allocated(dev),
                   "peak_cuda_reserved_bytes": torch.cuda.max_memory_reserved(dev)}
