@@ -134,6 +134,11 @@ def _group(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return classes, slot, pos, sizes
 
 
+def _pad(x: torch.Tensor, slot: torch.Tensor, pos: torch.Tensor, classes: int, n_max: int) -> torch.Tensor:
+    """Rows of ``x`` placed per class: [K, n_max, d], zero where a class has fewer rows."""
+    return x.new_zeros(classes, n_max, x.shape[1]).index_put((slot, pos), x)
+
+
 def batched_terms(z: torch.Tensor, labels: torch.Tensor, bank: RealBank, *, official: bool = False,
                   terms: Sequence[str] = TERMS) -> dict[str, torch.Tensor]:
     """Per-class CD, CDM and EDM for every class present in ``labels``.
@@ -164,8 +169,7 @@ def batched_terms(z: torch.Tensor, labels: torch.Tensor, bank: RealBank, *, offi
 
     if "cd" in terms:
         if official:
-            K, n_max = len(classes), int(n.max())
-            Zh = zhat.new_zeros(K, n_max, z.shape[1]).index_put((slot, pos), zhat)
+            Zh = _pad(zhat, slot, pos, len(classes), int(n.max()))
             cos = torch.bmm(Zh, Zh.transpose(1, 2))
             cos = cos - torch.diag_embed(torch.diagonal(cos, dim1=1, dim2=2))
             out["cd"] = cos.abs().sum((1, 2)) / (nf * nf)
@@ -188,8 +192,8 @@ def batched_terms(z: torch.Tensor, labels: torch.Tensor, bank: RealBank, *, offi
             out["cdm"] = 1 - mean_cos
 
     if "edm" in terms:
-        K, n_max, m_max = len(classes), int(n.max()), int(m.max())
-        Zp = z.new_zeros(K, n_max, z.shape[1]).index_put((slot, pos), z)
+        n_max, m_max = int(n.max()), int(m.max())
+        Zp = _pad(z, slot, pos, len(classes), n_max)
         ar_n, ar_m = torch.arange(n_max, device=z.device), torch.arange(m_max, device=z.device)
         keep = (ar_n[None, :, None] < n[:, None, None]) & (ar_m[None, None, :] < m[:, None, None])
         if official:

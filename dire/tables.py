@@ -74,15 +74,19 @@ def to_markdown(rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_csv(rows: Sequence[dict]) -> str:
+def _csv(records: Sequence[dict], fields: Sequence[str]) -> str:
     out = io.StringIO()
-    fields = ["method", "dire", "dataset", "ipc", "seeds", "teacher_acc"]
-    stats = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
-    writer = csv.DictWriter(out, fieldnames=fields + stats, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=list(fields), lineterminator="\n")
     writer.writeheader()
-    for r in rows:
-        writer.writerow({**{f: r[f] for f in fields}, **{f"{m}_{s}": r[m][s] for m in METRICS for s in ("mean", "std")}})
+    writer.writerows(records)
     return out.getvalue()
+
+
+def to_csv(rows: Sequence[dict]) -> str:
+    fields = ["method", "dire", "dataset", "ipc", "seeds", "teacher_acc"]
+    stats = {f"{m}_{s}": (m, s) for m in METRICS for s in ("mean", "std")}
+    return _csv([{**{f: r[f] for f in fields}, **{k: r[m][s] for k, (m, s) in stats.items()}} for r in rows],
+                fields + list(stats))
 
 
 def write_table(rows: Sequence[dict], path_stem: str | Path) -> tuple[Path, Path]:
@@ -175,9 +179,4 @@ def flat_rows(rows: Sequence[dict]) -> list[dict]:
 
 def rows_to_csv(rows: Sequence[dict]) -> str:
     flat = flat_rows(rows)
-    fields = list(dict.fromkeys(k for r in flat for k in r))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(flat)
-    return out.getvalue()
+    return _csv(flat, list(dict.fromkeys(k for r in flat for k in r)))

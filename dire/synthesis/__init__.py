@@ -1,5 +1,7 @@
 """Synthesis methods on one shared loop (``base.synthesize``)."""
 
+import dataclasses
+
 from dire.synthesis.base import Context, DiReConfig, Method, Step, SynthesisConfig, Unit, plan_units, synthesize
 from dire.synthesis.sre2l import SRe2L
 
@@ -9,8 +11,6 @@ METHODS: dict[str, type[Method]] = {"sre2l": SRe2L}
 def build_method(name: str, **kwargs) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
-    import dataclasses
-
     valid = [f.name for f in dataclasses.fields(METHODS[name])] if dataclasses.is_dataclass(METHODS[name]) else []
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:

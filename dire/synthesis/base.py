@@ -161,11 +161,19 @@ class Method:
 
     @torch.no_grad()
     def after_step(self, ctx: Context, params: Sequence[torch.Tensor]) -> None:
-        lo, hi = (b.to(params[0].device) for b in ctx.info.pixel_bounds())
+        lo, hi = pixel_bounds(ctx, params[0].device)
         params[0].copy_(torch.maximum(torch.minimum(params[0], hi), lo))
 
     def end_unit(self, ctx: Context, unit: Unit) -> None:
         """After a unit is saved (e.g. restore a perturbed teacher)."""
+
+
+def pixel_bounds(ctx: Context, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Valid normalized pixel range [C, 1, 1] on ``device``, built once per run (the clamp runs every step)."""
+    key = ("pixel_bounds", str(device))
+    if key not in ctx.extra:
+        ctx.extra[key] = tuple(b.to(device) for b in ctx.info.pixel_bounds())
+    return ctx.extra[key]
 
 
 def real_init(ctx: Context, cls: int, slots: Sequence[int]) -> torch.Tensor:
