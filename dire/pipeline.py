@@ -46,6 +46,20 @@ class Experiment:
         return dataclasses.asdict(self)
 
 
+def metric_network(exp: Experiment, *, teacher: torch.nn.Module, teacher_record: dict,
+                   device: str | torch.device = "cpu", data_root: str | Path = "data",
+                   runs_root: str | Path | None = None, progress: bool = False,
+                   download: bool = False) -> tuple[torch.nn.Module, dict, str]:
+    """The one embedding network the diversity metrics use, its record and its name: the teacher, or
+    (``exp.metric_arch``) an independent evaluator trained with the teacher's recipe and seed + 1."""
+    if exp.metric_arch is None:
+        return teacher, teacher_record, f"teacher {exp.teacher_arch}"
+    net, record = get_teacher(exp.dataset, exp.metric_arch, recipe=exp.teacher_recipe, seed=exp.teacher_seed + 1,
+                              data_root=data_root, runs_root=runs_root, device=device, progress=progress,
+                              download=download)
+    return net, record, f"evaluator {exp.metric_arch}"
+
+
 def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_root: str | Path = "data",
                    runs_root: str | Path | None = None, progress: bool = True, download: bool = False,
                    log=print) -> dict:
@@ -80,16 +94,11 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
                              cache_key={"synthetic": syn_dir.name, "teacher": teacher_key}, runs_root=runs_root,
                              **overrides)
 
-    # diversity metrics in one named embedding network: the teacher, or an independently trained evaluator
-    if exp.metric_arch is None:
-        metric_net, metric_bank, metric_name = teacher, bank, f"teacher {exp.teacher_arch}"
-    else:
-        metric_net, mrec = get_teacher(exp.dataset, exp.metric_arch, recipe=exp.teacher_recipe,
-                                       seed=exp.teacher_seed + 1, data_root=data_root, runs_root=runs_root,
-                                       device=device, progress=progress)
-        metric_bank, _ = cached_bank(metric_net, mrec, train_set, per_class=exp.bank_per_class, device=device,
-                                     runs_root=runs_root)
-        metric_name = f"evaluator {exp.metric_arch}"
+    metric_net, mrec, metric_name = metric_network(exp, teacher=teacher, teacher_record=trec, device=device,
+                                                   data_root=data_root, runs_root=runs_root, progress=progress,
+                                                   download=download)
+    metric_bank = bank if mrec is trec else cached_bank(metric_net, mrec, train_set, per_class=exp.bank_per_class,
+                                                        device=device, runs_root=runs_root)[0]
     fake = embed_images(metric_net, from_uint8(synthetic["images"], info), device=device)
     real, real_labels = bank_embeddings(metric_bank)
     diversity = diversity_metrics(fake, synthetic["labels"], real, real_labels)
