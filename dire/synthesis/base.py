@@ -105,7 +105,12 @@ def plan_units(config: SynthesisConfig, num_classes: int) -> list[Unit]:
 
 @dataclass
 class Context:
-    """What a method may use: the frozen teacher, the real data and the run's settings."""
+    """What a method may use: the frozen teacher(s), the real data and the run's settings.
+
+    ``teachers`` / ``banks`` hold every teacher a multi-teacher method (G-VBSM, UFC) uses, with the real
+    embedding bank of each; ``teachers`` defaults to ``[teacher]`` and an empty ``banks`` means ``ctx.bank``
+    for the first teacher (see :meth:`bank_of`).
+    """
 
     teacher: nn.Module
     dataset: ImageDataset
@@ -113,6 +118,19 @@ class Context:
     device: torch.device
     bank: RealBank | None = None
     extra: dict = field(default_factory=dict)  # method-private state (e.g. precomputed statistics)
+    teachers: list[nn.Module] = field(default_factory=list)
+    banks: list[RealBank | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.teachers = self.teachers or [self.teacher]
+        if self.banks and len(self.banks) != len(self.teachers):
+            raise ValueError(f"got {len(self.teachers)} teachers but {len(self.banks)} real embedding banks")
+
+    def bank_of(self, index: int) -> RealBank | None:
+        """The real bank in teacher ``index``'s embedding space."""
+        if self.banks:
+            return self.banks[index]
+        return self.bank if index == 0 else None
 
     @property
     def info(self) -> DatasetInfo:
@@ -121,12 +139,30 @@ class Context:
 
 @dataclass
 class Step:
-    """What a method's loss returns: the loss, and the embeddings DiRe acts on (same forward pass)."""
+    """What a method's loss returns: the loss, and the embeddings DiRe acts on (same forward pass).
+
+    ``bank`` is the real bank in the embeddings' own network (default ``ctx.bank``); a method whose
+    batch goes through several networks at once returns the other groups in ``more`` (each a Step whose
+    loss is ignored), and DiRe is summed over all groups.
+    """
 
     loss: torch.Tensor
     embeddings: torch.Tensor | None
     labels: torch.Tensor | None = None  # labels of ``embeddings`` when they are not the unit's labels
     logs: dict = field(default_factory=dict)
+    bank: RealBank | None = None  # real bank of the network that produced ``embeddings``; None = ctx.bank
+    more: list["Step"] = field(default_factory=list)
+
+    def dire_groups(self, labels: torch.Tensor, bank: RealBank | None) -> list[tuple[torch.Tensor, torch.Tensor, RealBank]]:
+        groups = []
+        for step in [self, *self.more]:
+            if step.embeddings is None:
+                raise TypeError("the method exposes no embeddings, so DiRe cannot act on it")
+            z_bank = step.bank if step.bank is not None else bank
+            if z_bank is None:
+                raise ValueError("DiRe is enabled but no real embedding bank matches the method's embeddings")
+            groups.append((step.embeddings, step.labels if step.labels is not None else labels, z_bank))
+        return groups
 
 
 class Method:
@@ -136,6 +172,7 @@ class Method:
     """
 
     name = "method"
+    cosine_lr = True  # anneal every parameter group's lr to 0 over the unit (SRe2L); False = constant (DM, MTT)
 
     def setup(self, ctx: Context) -> None:
         """Once per run, before the first unit (e.g. precompute statistics into ``ctx.extra``)."""
@@ -151,9 +188,18 @@ class Method:
         """Tensors to optimise for this unit; by default the images themselves."""
         return [images.requires_grad_()]
 
+    def optimizer(self, ctx: Context, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        """Adam with the configured lr and betas (SRe2L); methods that step pixels with SGD override it."""
+        return torch.optim.Adam(params, lr=ctx.config.lr, betas=ctx.config.betas)
+
     def images(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
         """The current synthetic images from the optimised tensors."""
         return params[0]
+
+    def stored(self, ctx: Context, unit: Unit, params: Sequence[torch.Tensor],
+               labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the unit saves: by default the optimised images and their labels (UFC adds more)."""
+        return self.images(params), labels
 
     def loss(self, ctx: Context, unit: Unit, images: torch.Tensor, labels: torch.Tensor, iteration: int,
              generator: torch.Generator) -> Step:
@@ -210,24 +256,24 @@ def run_unit(method: Method, ctx: Context, unit: Unit, dire: DiRe | None) -> dic
     labels = unit.labels(device)
     x0 = method.init_images(ctx, unit, generator).to(device)
     params = method.start_unit(ctx, unit, x0, generator)
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+    optimizer = method.optimizer(ctx, params)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
     for it in range(cfg.iterations):
-        for group in optimizer.param_groups:  # cosine to 0, no warm-up (SRe2L)
-            group["lr"] = 0.5 * (1 + math.cos(math.pi * it / cfg.iterations)) * cfg.lr
+        if method.cosine_lr:  # cosine to 0, no warm-up (SRe2L)
+            for group, lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = 0.5 * (1 + math.cos(math.pi * it / cfg.iterations)) * lr
         step = method.loss(ctx, unit, method.images(params), labels, it, generator)
         loss = step.loss
         if dire is not None:
-            if step.embeddings is None:
-                raise TypeError(f"method {method.name!r} exposes no embeddings, so DiRe cannot act on it")
-            z_labels = step.labels if step.labels is not None else labels
-            loss = loss + dire(step.embeddings, z_labels, ctx.bank)
+            for z, z_labels, bank in step.dire_groups(labels, ctx.bank):
+                loss = loss + dire(z, z_labels, bank)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         method.after_step(ctx, params)
     with torch.no_grad():
-        images = method.images(params)
-    return {"images": to_uint8(images, ctx.info), "labels": labels.cpu(),
+        images, stored_labels = method.stored(ctx, unit, params, labels)
+    return {"images": to_uint8(images, ctx.info), "labels": stored_labels.cpu(),
             "seconds": torch.tensor(time.perf_counter() - start, dtype=torch.float64)}
 
 
@@ -240,10 +286,11 @@ def synthesize(method: Method, ctx: Context, *, out_dir: str | Path, dire: DiReC
     if final.exists():
         return load(final)
     dire_module = (dire or DiReConfig()).module()
-    if dire_module is not None and ctx.bank is None:
+    if dire_module is not None and ctx.bank_of(0) is None:
         raise ValueError("DiRe is enabled but the context has no real embedding bank (ctx.bank)")
     units = plan_units(ctx.config, ctx.info.num_classes)
-    ctx.teacher.eval().requires_grad_(False)
+    for teacher in ctx.teachers:
+        teacher.eval().requires_grad_(False)
     method.setup(ctx)
     todo = [u for u in units if not (out_dir / f"{u.name}.pt").exists()]
     for unit in tqdm(todo, desc=f"{method.name}{' + DiRe' if dire_module else ''}", unit="unit", disable=not progress):
