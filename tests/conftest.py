@@ -15,3 +15,14 @@ def digits_teacher(runs_root):
     from dire.teacher import get_teacher
 
     return get_teacher("digits", "convnet_bn", recipe="cpu", seed=0, runs_root=runs_root, progress=False)
+
+
+@pytest.fixture(scope="session")
+def digits(digits_teacher):
+    """(teacher, digits train set, the teacher's real bank of 100 per class)."""
+    from dire.bank import real_embedding_bank
+    from dire.data import load_dataset
+
+    teacher, _ = digits_teacher
+    train = load_dataset("digits")
+    return teacher, train, real_embedding_bank(teacher, train, per_class=100)

@@ -3,8 +3,6 @@
 import pytest
 import torch
 
-from dire.bank import real_embedding_bank
-from dire.data import load_dataset
 from dire.metrics import intra_class_cosine
 from dire.models import embed_images
 from dire.synthesis import DiReConfig, SRe2L, SynthesisConfig, plan_units, synthesize
@@ -34,14 +32,6 @@ def test_plan_units_layouts():
 def test_config_errors(bad, match):
     with pytest.raises(ValueError, match=match):
         SynthesisConfig(**bad).validate(10)
-
-
-@pytest.fixture(scope="module")
-def digits(digits_teacher):
-    teacher, _ = digits_teacher
-    train = load_dataset("digits")
-    bank = real_embedding_bank(teacher, train, per_class=100)
-    return teacher, train, bank
 
 
 def _ctx(digits, **cfg):

@@ -3,9 +3,12 @@
 import dataclasses
 
 from dire.synthesis.base import Context, DiReConfig, Method, Step, SynthesisConfig, Unit, plan_units, synthesize
+from dire.synthesis.cda import CDA
+from dire.synthesis.delt import DELT
+from dire.synthesis.dwa import DWA
 from dire.synthesis.sre2l import SRe2L
 
-METHODS: dict[str, type[Method]] = {"sre2l": SRe2L}
+METHODS: dict[str, type[Method]] = {"sre2l": SRe2L, "cda": CDA, "dwa": DWA, "delt": DELT}
 
 
 def build_method(name: str, **kwargs) -> Method:
@@ -18,5 +21,5 @@ def build_method(name: str, **kwargs) -> Method:
     return METHODS[name](**kwargs)
 
 
-__all__ = ["METHODS", "Context", "DiReConfig", "Method", "SRe2L", "Step", "SynthesisConfig", "Unit", "build_method",
+__all__ = ["CDA", "DELT", "DWA", "METHODS", "Context", "DiReConfig", "Method", "SRe2L", "Step", "SynthesisConfig", "Unit", "build_method",
            "plan_units", "synthesize"]

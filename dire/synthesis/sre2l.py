@@ -34,19 +34,29 @@ class SRe2L(Method):
 
     name = "sre2l"
 
-    def augment(self, images: torch.Tensor, iteration: int, generator: torch.Generator) -> torch.Tensor:
+    def crop_scale_at(self, ctx: Context, iteration: int) -> tuple[float, float] | None:
+        """RandomResizedCrop scale at ``iteration``; fixed for SRe2L, a curriculum for CDA."""
+        return self.crop_scale
+
+    def augment(self, ctx: Context, images: torch.Tensor, iteration: int, generator: torch.Generator) -> torch.Tensor:
         x = images
-        if self.crop_scale is not None:
-            x = random_resized_crop(x, generator, scale=self.crop_scale)
+        scale = self.crop_scale_at(ctx, iteration)
+        if scale is not None:
+            x = random_resized_crop(x, generator, scale=scale)
         if self.flip:
             x = random_flip(x, generator, per_sample=False)
         return random_roll(x, self.jitter, generator, symmetric=self.symmetric_jitter)
 
+    def teacher(self, ctx: Context) -> torch.nn.Module:
+        """The network this unit matches (DWA swaps in a perturbed copy)."""
+        return ctx.teacher
+
     def loss(self, ctx: Context, unit: Unit, images: torch.Tensor, labels: torch.Tensor, iteration: int,
              generator: torch.Generator) -> Step:
-        x = self.augment(images, iteration, generator)
-        with BNStatistics(ctx.teacher, r_var=self.r_var) as bn:
-            z, logits = features_and_logits(ctx.teacher, x)
+        x = self.augment(ctx, images, iteration, generator)
+        teacher = self.teacher(ctx)
+        with BNStatistics(teacher, r_var=self.r_var) as bn:
+            z, logits = features_and_logits(teacher, x)
             bn_loss = bn.loss(first_multiplier=self.first_bn_multiplier)
         ce = F.cross_entropy(logits, labels)
         return Step(ce + self.r_bn * bn_loss, z, logs={"ce": ce.detach(), "bn": bn_loss.detach()})
