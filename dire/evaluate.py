@@ -1,8 +1,9 @@
 """Soft-label evaluation: train a student on a synthetic set with teacher soft labels.
 
-The teacher (eval mode) labels each augmented, mixed batch online; the student
-minimises KL at temperature T (no T² factor), AdamW, cosine (SRe2L relabel,
-dire.md §2). The release leaves the CIFAR teacher in train mode while relabelling;
+The teacher (eval mode; for G-VBSM and UFC the mean of several teachers) labels
+each augmented, mixed batch online; the student minimises KL at temperature T (no
+T² factor), AdamW, cosine (SRe2L relabel, dire.md §2), or G-VBSM's MSE on logits +
+0.15 CE (``Recipe.loss``). The release leaves the CIFAR teacher in train mode while relabelling;
 here it is in eval mode (as UFC does), so soft labels do not depend on the batch.
 Reports the final and the best test accuracy over evaluations; several seeds give
 mean ± std.
@@ -23,7 +24,7 @@ from dire.data import ImageDataset
 from dire.models import build_model
 from dire.runs import read_json, run_dir, write_json
 from dire.synthesis.base import from_uint8
-from dire.train import Recipe, accuracy, fit, get_recipe, kd_loss
+from dire.train import Recipe, accuracy, fit, get_recipe, soft_label_loss
 
 
 def train_student(synthetic: dict, *, teacher: nn.Module, test_set: ImageDataset, arch: str = "convnet",
@@ -49,10 +50,10 @@ def train_student(synthetic: dict, *, teacher: nn.Module, test_set: ImageDataset
             idx = order[i : i + recipe.batch_size].to(device)
             yield x_all[idx], labels.to(device)[idx]
 
-    def loss_fn(logits: torch.Tensor, x_aug: torch.Tensor, _y: torch.Tensor) -> torch.Tensor:
+    def loss_fn(logits: torch.Tensor, x_aug: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             soft = teacher(x_aug)  # labels for the very batch the student sees (augmented + mixed)
-        return kd_loss(logits, soft, recipe.temperature)
+        return soft_label_loss(logits, soft, y, recipe)
 
     bar = tqdm(total=recipe.epochs, desc=f"student {arch} seed {seed}", unit="epoch", disable=not progress)
     history = fit(student, batches, recipe, loss_fn=loss_fn, steps_per_epoch=-(-len(x_all) // recipe.batch_size),

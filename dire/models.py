@@ -143,6 +143,52 @@ def resnet50(*, num_classes: int, in_channels: int, image_size: int):
     return _resnet("resnet50", num_classes=num_classes, in_channels=in_channels, image_size=image_size)
 
 
+# ---------------------------------------------------------------- Wide ResNet (G-VBSM's WRN-16-2)
+
+
+class _WideBlock(nn.Module):
+    """Pre-activation basic block: BN → ReLU → conv3x3 (stride) → BN → ReLU → conv3x3, 1x1 shortcut on shape change."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.shortcut = None if (cin == cout and stride == 1) else nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(x))
+        skip = x if self.shortcut is None else self.shortcut(out)
+        out = self.conv2(torch.relu(self.bn2(self.conv1(out))))
+        return out + skip
+
+
+@register("wrn_16_2")
+def wrn_16_2(*, num_classes: int, in_channels: int, image_size: int, depth: int = 16, widen: int = 2):
+    """Wide ResNet (Zagoruyko & Komodakis) depth 16, widen 2: three groups of (depth − 4) / 6 = 2 blocks with
+    16·k, 32·k, 64·k channels, strides 1, 2, 2, then BN → ReLU → global average pool (the CIFAR WRN)."""
+    n = (depth - 4) // 6
+    widths = [16, 16 * widen, 32 * widen, 64 * widen]
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)]
+    for group, stride in zip(range(3), (1, 2, 2)):
+        for i in range(n):
+            layers.append(_WideBlock(widths[group] if i == 0 else widths[group + 1], widths[group + 1], stride if i == 0 else 1))
+    layers += [nn.BatchNorm2d(widths[3]), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return Classifier(nn.Sequential(*layers), widths[3], num_classes)
+
+
+class Ensemble(nn.Module):
+    """The mean logits of several classifiers (G-VBSM and UFC soft labels)."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        if not models:
+            raise ValueError("an ensemble needs at least one model")
+        self.models = nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.models]).mean(0)
+
+
 # ---------------------------------------------------------------- features
 
 

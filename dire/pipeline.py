@@ -16,11 +16,33 @@ from dire.bank import bank_embeddings, cached_bank
 from dire.data import load_dataset
 from dire.evaluate import evaluate_synthetic
 from dire.metrics import diversity_metrics
-from dire.models import embed_images
+from dire.models import Ensemble, embed_images
 from dire.runs import config_hash, run_dir, write_json
 from dire.synthesis import DiReConfig, SynthesisConfig, build_method, synthesize
 from dire.synthesis.base import Context, from_uint8
 from dire.teacher import get_teacher
+from dire.train import get_recipe
+
+# teachers of the multi-teacher methods; an experiment's own ``teacher_arch`` comes first, the others follow
+TEACHER_SETS: dict[str, tuple[str, ...]] = {
+    # G-VBSM on CIFAR-100: ResNet-18, ConvNet-W128 (instance norm), MobileNetV2, WRN-16-2, ShuffleNetV2-0.5
+    "gvbsm-paper": ("resnet18", "convnet", "mobilenet_v2", "wrn_16_2", "shufflenet_v2"),
+    # UFC on CIFAR: ResNet-18, MobileNetV2, EfficientNet-B0, ShuffleNetV2
+    "ufc-paper": ("resnet18", "mobilenet_v2", "efficientnet_b0", "shufflenet_v2"),
+    # a CPU budget: two BN teachers of different families instead of four or five
+    "cpu-convnet-shufflenet": ("convnet_bn_w32", "shufflenet_v2"),
+}
+
+
+def teacher_archs(exp: "Experiment", method) -> list[str]:
+    """The teachers ``exp`` synthesises with: ``teacher_arch`` alone, or for a multi-teacher method
+    ``teacher_arch`` then the rest of ``exp.teacher_set`` (default: the method's paper set)."""
+    name = exp.teacher_set or method.default_teacher_set
+    if name is None:
+        return [exp.teacher_arch]
+    if name not in TEACHER_SETS:
+        raise ValueError(f"unknown teacher set {name!r}; expected one of {sorted(TEACHER_SETS)}")
+    return [exp.teacher_arch] + [a for a in TEACHER_SETS[name] if a != exp.teacher_arch]
 
 
 @dataclass
@@ -35,6 +57,7 @@ class Experiment:
     teacher_arch: str = "convnet_bn"  # BN teacher that synthesis matches
     teacher_recipe: str = "cpu"  # dire.train.TEACHER_RECIPES
     teacher_seed: int = 0
+    teacher_set: str | None = None  # multi-teacher methods (G-VBSM, UFC): a TEACHER_SETS name; None = the method's own
     bank_per_class: int = 500  # real embeddings per class (release: 500)
     student_arch: str = "convnet"
     student_recipe: str = "cpu"  # dire.train.STUDENT_RECIPES
@@ -78,21 +101,40 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
                                  runs_root=runs_root, progress=progress)
 
     method = build_method(exp.method, **exp.method_kwargs)
+    teachers, banks, keys = [teacher], [bank], [teacher_key]
+    for arch in teacher_archs(exp, method)[1:]:
+        net, rec = get_teacher(exp.dataset, arch, recipe=exp.teacher_recipe, seed=exp.teacher_seed,
+                               data_root=data_root, runs_root=runs_root, device=device, progress=progress)
+        log(f"teacher {arch} ({exp.teacher_recipe}): test accuracy {rec['test_acc']:.2f}%")
+        teachers.append(net)
+        banks.append(cached_bank(net, rec, train_set, per_class=exp.bank_per_class, device=device,
+                                 runs_root=runs_root)[0] if exp.dire.enabled else None)
+        keys.append(config_hash(rec["config"]))
     # keyed by the method's resolved settings, so {"r_bn": 1.0} and {"r_bn": 1.0, "jitter": 4} share a cache
     syn_config = {"teacher": teacher_key, "bank": bank_dir.name, "method": exp.method,
                   "method_settings": dataclasses.asdict(method), "synthesis": dataclasses.asdict(exp.synthesis),
                   "dire": dataclasses.asdict(exp.dire)}
+    if len(teachers) > 1:
+        syn_config["teachers"] = keys
     syn_dir = run_dir("synthetic", syn_config, root=runs_root)
-    ctx = Context(teacher=teacher, dataset=train_set, config=exp.synthesis, device=device, bank=bank)
+    ctx = Context(teacher=teacher, dataset=train_set, config=exp.synthesis, device=device, bank=bank,
+                  teachers=teachers, banks=banks, cache_dir=run_dir("precomputed", {"teachers": keys}, root=runs_root))
     synthetic = synthesize(method, ctx, out_dir=syn_dir, dire=exp.dire, progress=progress)
     n_images = len(synthetic["labels"])
     timing = {"synthesis_s": float(synthetic["seconds"]), "synthesis_s_per_image": float(synthetic["seconds"]) / n_images}
 
-    overrides = {"epochs": exp.student_epochs} if exp.student_epochs else {}
-    acc = evaluate_synthetic(synthetic, teacher=teacher, test_set=test_set, seeds=exp.student_seeds,
-                             arch=exp.student_arch, recipe=exp.student_recipe, device=device,
-                             cache_key={"synthetic": syn_dir.name, "teacher": teacher_key}, runs_root=runs_root,
-                             **overrides)
+    student = method.student_settings(len(teachers))
+    recipe = get_recipe(exp.student_recipe, student=True,
+                        **({"epochs": exp.student_epochs} if exp.student_epochs else {}),
+                        **({"loss": student["loss"]} if "loss" in student else {}))
+    if "epoch_scale" in student:  # e.g. UFC: (M + 1)x more images, so 1 / (M + 1) of the epochs
+        recipe = dataclasses.replace(recipe, epochs=max(1, round(recipe.epochs * student["epoch_scale"])))
+    labeller = Ensemble(teachers) if student.get("ensemble") and len(teachers) > 1 else teacher
+    acc = evaluate_synthetic(synthetic, teacher=labeller, test_set=test_set, seeds=exp.student_seeds,
+                             arch=exp.student_arch, recipe=recipe, device=device,
+                             cache_key={"synthetic": syn_dir.name,
+                                        "teacher": teacher_key if labeller is teacher else keys},
+                             runs_root=runs_root)
 
     metric_net, mrec, metric_name = metric_network(exp, teacher=teacher, teacher_record=trec, device=device,
                                                    data_root=data_root, runs_root=runs_root, progress=progress,
@@ -103,7 +145,8 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     real, real_labels = bank_embeddings(metric_bank)
     diversity = diversity_metrics(fake, synthetic["labels"], real, real_labels)
 
-    result = {"config": exp.config(), "teacher_acc": trec["test_acc"], "accuracy": acc, "diversity": diversity,
+    result = {"config": exp.config(), "teacher_acc": trec["test_acc"], "teachers": teacher_archs(exp, method),
+              "student_recipe": dataclasses.asdict(recipe), "accuracy": acc, "diversity": diversity,
               "metric_network": metric_name, "timing": timing,
               "dirs": {"teacher": trec["dir"], "synthetic": str(syn_dir)}}
     exp_dir = run_dir("experiment", {"synthetic": syn_dir.name, "config": exp.config()}, root=runs_root)

@@ -33,9 +33,13 @@ class Recipe:
     flip: bool = True  # random horizontal flip
     mixup_alpha: float = 0.0  # Mixup Beta(α, α); 0 = off
     temperature: float = 1.0  # KD temperature (students only), KL without the T² factor
+    loss: str = "kl"  # students: "kl" (SRe2L relabel) or "mse_ce" (G-VBSM: MSE to the teacher logits + ce_weight · CE)
+    ce_weight: float = 0.15  # weight of the hard-label CE in "mse_ce"
     eval_every: int = 0  # test every this many epochs (0 = only at the end)
 
     def validate(self) -> None:
+        if self.loss not in ("kl", "mse_ce"):
+            raise ValueError(f"loss must be 'kl' or 'mse_ce'; got {self.loss!r}")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw'; got {self.optimizer!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -135,6 +139,15 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     """KL(softmax(t/T) || softmax(s/T)), batch mean, no T² factor (SRe2L relabel)."""
     return F.kl_div(F.log_softmax(student_logits / temperature, dim=1), F.softmax(teacher_logits / temperature, dim=1),
                     reduction="batchmean")
+
+
+def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                    recipe: Recipe) -> torch.Tensor:
+    """The student's loss against the teacher's logits: KL at T (SRe2L) or MSE on logits + weighted CE (G-VBSM,
+    whose CE uses the label of the batch's first mixup term)."""
+    if recipe.loss == "mse_ce":
+        return F.mse_loss(student_logits, teacher_logits) + recipe.ce_weight * F.cross_entropy(student_logits, labels)
+    return kd_loss(student_logits, teacher_logits, recipe.temperature)
 
 
 def fit(model: nn.Module, batches: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]], recipe: Recipe, *,

@@ -127,3 +127,15 @@ def test_transformer_patches_and_windows():
         for name in ("vit_tiny", "swin_tiny"):
             m = build_model(name, num_classes=3, in_channels=3, image_size=224).eval()
             assert features_and_logits(m, torch.randn(1, 3, 224, 224))[0].shape == (1, 192)
+
+
+def test_wrn_16_2_matches_the_published_size_and_ensemble_averages_logits():
+    from dire.models import Ensemble
+
+    wrn = build_model("wrn_16_2", num_classes=100, in_channels=3, image_size=32)
+    # WRN-16-2 on CIFAR-100 is reported at 0.70 M parameters (e.g. the CRD distillation benchmark)
+    assert abs(sum(p.numel() for p in wrn.parameters()) / 1e6 - 0.70) < 0.01
+    assert wrn.feature_dim == 128 and wrn(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+    a, b = (build_model("convnet_w32", num_classes=10, in_channels=1, image_size=8) for _ in range(2))
+    x = torch.randn(3, 1, 8, 8)
+    assert torch.allclose(Ensemble([a, b])(x), (a(x) + b(x)) / 2)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from dire.plots import bar_chart, image_grid, save_figure, set_style, tsne_embed, tsne_figure
+from dire.plots import bar_chart, image_grid, save_figure, tsne_embed, tsne_figure
 
 
 @pytest.fixture(autouse=True)

@@ -6,9 +6,11 @@ from dire.synthesis.base import Context, DiReConfig, Method, Step, SynthesisConf
 from dire.synthesis.cda import CDA
 from dire.synthesis.delt import DELT
 from dire.synthesis.dwa import DWA
+from dire.synthesis.gvbsm import GVBSM
 from dire.synthesis.sre2l import SRe2L
+from dire.synthesis.ufc import UFC
 
-METHODS: dict[str, type[Method]] = {"sre2l": SRe2L, "cda": CDA, "dwa": DWA, "delt": DELT}
+METHODS: dict[str, type[Method]] = {"sre2l": SRe2L, "cda": CDA, "dwa": DWA, "delt": DELT, "gvbsm": GVBSM, "ufc": UFC}
 
 
 def build_method(name: str, **kwargs) -> Method:
@@ -21,5 +23,5 @@ def build_method(name: str, **kwargs) -> Method:
     return METHODS[name](**kwargs)
 
 
-__all__ = ["CDA", "DELT", "DWA", "METHODS", "Context", "DiReConfig", "Method", "SRe2L", "Step", "SynthesisConfig", "Unit", "build_method",
+__all__ = ["CDA", "DELT", "DWA", "GVBSM", "METHODS", "UFC", "Context", "DiReConfig", "Method", "SRe2L", "Step", "SynthesisConfig", "Unit", "build_method",
            "plan_units", "synthesize"]

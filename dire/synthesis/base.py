@@ -120,6 +120,7 @@ class Context:
     extra: dict = field(default_factory=dict)  # method-private state (e.g. precomputed statistics)
     teachers: list[nn.Module] = field(default_factory=list)
     banks: list[RealBank | None] = field(default_factory=list)
+    cache_dir: Path | None = None  # where a method may cache what it precomputes from real data (G-VBSM)
 
     def __post_init__(self) -> None:
         self.teachers = self.teachers or [self.teacher]
@@ -173,9 +174,20 @@ class Method:
 
     name = "method"
     cosine_lr = True  # anneal every parameter group's lr to 0 over the unit (SRe2L); False = constant (DM, MTT)
+    default_teacher_set: str | None = None  # multi-teacher methods: the paper's teachers (dire.pipeline.TEACHER_SETS)
 
     def setup(self, ctx: Context) -> None:
         """Once per run, before the first unit (e.g. precompute statistics into ``ctx.extra``)."""
+
+    def units(self, ctx: Context) -> list[Unit]:
+        """The units to optimise; by default ``ipc`` slots per class in the configured layout (UFC stores more
+        images than it optimises, so it plans fewer)."""
+        return plan_units(ctx.config, ctx.info.num_classes)
+
+    def student_settings(self, num_teachers: int) -> dict:
+        """How students of this method are trained, beyond the recipe: ``ensemble`` (soft labels = the mean
+        logits of all teachers), ``loss`` ("kl" or "mse_ce") and ``epoch_scale`` (multiplies the epochs)."""
+        return {}
 
     def init_images(self, ctx: Context, unit: Unit, generator: torch.Generator) -> torch.Tensor:
         info, n = ctx.info, len(unit.classes) * len(unit.slots)
@@ -288,10 +300,10 @@ def synthesize(method: Method, ctx: Context, *, out_dir: str | Path, dire: DiReC
     dire_module = (dire or DiReConfig()).module()
     if dire_module is not None and ctx.bank_of(0) is None:
         raise ValueError("DiRe is enabled but the context has no real embedding bank (ctx.bank)")
-    units = plan_units(ctx.config, ctx.info.num_classes)
     for teacher in ctx.teachers:
         teacher.eval().requires_grad_(False)
     method.setup(ctx)
+    units = method.units(ctx)
     todo = [u for u in units if not (out_dir / f"{u.name}.pt").exists()]
     for unit in tqdm(todo, desc=f"{method.name}{' + DiRe' if dire_module else ''}", unit="unit", disable=not progress):
         result = run_unit(method, ctx, unit, dire_module)
