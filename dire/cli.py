@@ -13,6 +13,7 @@ import sys
 
 from dire.data import DATASETS
 from dire.models import list_models
+from dire.pipeline import TEACHER_SETS
 from dire.regularizer import TERMS
 from dire.synthesis import METHODS, DiReConfig, SynthesisConfig
 from dire.train import STUDENT_RECIPES, TEACHER_RECIPES
@@ -81,6 +82,8 @@ def _add_experiment_options(c: argparse.ArgumentParser) -> None:
     t = c.add_argument_group("teacher, students, metrics")
     t.add_argument("--teacher", default="convnet_bn", choices=list_models())
     t.add_argument("--teacher-recipe", default="cpu", choices=sorted(TEACHER_RECIPES))
+    t.add_argument("--teacher-set", default=None, choices=sorted(TEACHER_SETS),
+                   help="teachers of G-VBSM / UFC after --teacher (default: the method's paper set)")
     t.add_argument("--bank-per-class", type=_positive(int), default=500)
     t.add_argument("--student", default="convnet", choices=list_models())
     t.add_argument("--student-recipe", default="cpu", choices=sorted(STUDENT_RECIPES))
@@ -118,7 +121,7 @@ def experiment_from_args(args: argparse.Namespace):
                       official=args.official, terms=terms)
     return Experiment(dataset=args.dataset, method=args.method, method_kwargs=dict(args.method_arg), synthesis=synthesis,
                       dire=dire, teacher_arch=args.teacher, teacher_recipe=args.teacher_recipe,
-                      bank_per_class=args.bank_per_class, student_arch=args.student, student_recipe=args.student_recipe,
+                      teacher_set=args.teacher_set, bank_per_class=args.bank_per_class, student_arch=args.student, student_recipe=args.student_recipe,
                       student_epochs=args.student_epochs, student_seeds=seeds, metric_arch=args.metric_arch)
 
 
@@ -128,7 +131,7 @@ def format_result(result: dict) -> str:
     name = f"{cfg['method']}{' + DiRe' if cfg['dire']['enabled'] else ''}"
     lines = [
         f"{name} on {cfg['dataset']}, IPC {cfg['synthesis']['ipc']}",
-        f"  teacher accuracy      {result['teacher_acc']:.2f}%",
+        f"  teacher accuracy      {result['teacher_acc']:.2f}%   (teachers: {', '.join(result['teachers'])})",
         f"  student accuracy      final {acc['final']['mean']:.2f} ± {acc['final']['std']:.2f}%   "
         f"best {acc['best']['mean']:.2f} ± {acc['best']['std']:.2f}%   ({acc['final']['n']} seeds)",
         f"  diversity ({result['metric_network']}):",

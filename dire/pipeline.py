@@ -37,9 +37,9 @@ TEACHER_SETS: dict[str, tuple[str, ...]] = {
 def teacher_archs(exp: "Experiment", method) -> list[str]:
     """The teachers ``exp`` synthesises with: ``teacher_arch`` alone, or for a multi-teacher method
     ``teacher_arch`` then the rest of ``exp.teacher_set`` (default: the method's paper set)."""
-    name = exp.teacher_set or method.default_teacher_set
-    if name is None:
+    if method.default_teacher_set is None:  # a single-teacher method ignores teacher_set
         return [exp.teacher_arch]
+    name = exp.teacher_set or method.default_teacher_set
     if name not in TEACHER_SETS:
         raise ValueError(f"unknown teacher set {name!r}; expected one of {sorted(TEACHER_SETS)}")
     return [exp.teacher_arch] + [a for a in TEACHER_SETS[name] if a != exp.teacher_arch]

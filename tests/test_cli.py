@@ -37,6 +37,23 @@ def test_condense_on_digits(runs_root, tmp_path, capsys):
     assert 1.0 <= result["diversity"]["vendi"] <= 2.0  # 2 images per class: Vendi lies in [1, n]
 
 
+@pytest.mark.parametrize("method", ["cda", "dwa", "delt", "gvbsm", "ufc"])
+def test_condense_each_family_method_on_digits(runs_root, tmp_path, capsys, method):
+    """``dire condense --method <name>`` end to end; the multi-teacher methods train and use their teacher set, and
+    their students learn from the ensemble (UFC with 1/(M+1) of the epochs, G-VBSM with MSE + CE)."""
+    out = tmp_path / "result.json"
+    main(["condense", "--dataset", "digits", "--method", method, "--dire", "on", "--ipc", "3", "--ipc-per-unit", "3",
+          "--iterations", "4", "--student-epochs", "9", "--student-seeds", "0", "--bank-per-class", "50",
+          "--teacher-set", "cpu-convnet-shufflenet", "--runs-root", str(runs_root), "--json", str(out), "--quiet"])
+    assert f"{method} + DiRe on digits, IPC 3" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    multi = method in ("gvbsm", "ufc")
+    assert result["teachers"] == (["convnet_bn", "convnet_bn_w32", "shufflenet_v2"] if multi else ["convnet_bn"])
+    assert result["student_recipe"]["epochs"] == (9 // 4 if method == "ufc" else 9)  # UFC: M = 3, 1/(M+1)
+    assert result["student_recipe"]["loss"] == ("mse_ce" if method == "gvbsm" else "kl")
+    assert 0 <= result["accuracy"]["final"]["mean"] <= 100
+
+
 def test_tables_render():
     stat = {"mean": 1.0, "std": 0.5}
     row = {"method": "sre2l", "dire": True, "dataset": "digits", "ipc": 10, "seeds": 3, "teacher_acc": 98.0,
