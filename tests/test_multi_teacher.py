@@ -6,9 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from dire.bank import real_embedding_bank
-from dire.data import load_dataset
 from dire.metrics import intra_class_cosine
-from dire.models import build_model, embed_images
+from dire.models import embed_images
 from dire.synthesis import DiReConfig, SynthesisConfig, build_method, synthesize
 from dire.synthesis.base import Context, from_uint8, to_uint8
 from dire.synthesis.gvbsm import StatisticsMatcher, conv_statistics, densification_loss, feature_statistics
