@@ -4,9 +4,10 @@ import dataclasses
 
 from dire.synthesis.base import Context, DiReConfig, Method, Step, SynthesisConfig, Unit, plan_units, synthesize
 from dire.synthesis.dm import DM
+from dire.synthesis.mtt import MTT
 from dire.synthesis.sre2l import SRe2L
 
-METHODS: dict[str, type[Method]] = {"sre2l": SRe2L, "dm": DM}
+METHODS: dict[str, type[Method]] = {"sre2l": SRe2L, "dm": DM, "mtt": MTT}
 
 
 def build_method(name: str, **kwargs) -> Method:
@@ -19,5 +20,5 @@ def build_method(name: str, **kwargs) -> Method:
     return METHODS[name](**kwargs)
 
 
-__all__ = ["DM", "METHODS", "Context", "DiReConfig", "Method", "SRe2L", "Step", "SynthesisConfig", "Unit", "build_method",
+__all__ = ["DM", "METHODS", "Context", "DiReConfig", "Method", "MTT", "SRe2L", "Step", "SynthesisConfig", "Unit", "build_method",
            "plan_units", "synthesize"]
