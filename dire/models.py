@@ -117,6 +117,23 @@ for _width in (32, 64):
     _register_width(_width)
 
 
+def _register_depth(depth: int) -> None:
+    # DC's ConvNetD4 / D5: the ConvNet for 64-px (Tiny-ImageNet) and 128-px inputs in MTT
+    register(f"convnet_d{depth}")(lambda **kw: convnet(**kw, depth=depth))
+
+
+for _depth in (4, 5):
+    _register_depth(_depth)
+
+
+@register("convnet_nn")
+def convnet_nn(*, num_classes: int, in_channels: int, image_size: int, width: int = 128, depth: int = 3):
+    """DC's ConvNetNN (no normalisation). On 8-px digits the instance norm of the last block sees 2×2 maps,
+    whose near-zero variances make second-order gradients (MTT's unroll) erratic; without a norm they are not."""
+    body, dim = convnet_body(in_channels=in_channels, image_size=image_size, width=width, depth=depth, norm="none")
+    return Classifier(body, dim, num_classes)
+
+
 # ---------------------------------------------------------------- torchvision ResNets
 
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from dire.data import load_dataset
 from dire.metrics import intra_class_cosine
 from dire.models import embed_images
 from dire.synthesis import DiReConfig, SRe2L, SynthesisConfig, plan_units, synthesize
@@ -86,3 +87,48 @@ def test_sre2l_with_and_without_dire_on_digits(digits, tmp_path):
         assert float((teacher(x).argmax(1) == out["labels"]).float().mean()) >= 0.9, name
         cos[name] = intra_class_cosine(embed_images(teacher, x), out["labels"])["mean"]
     assert cos["dire"] < cos["base"] - 0.05, cos  # measured here: 0.88 -> 0.76 at the release weight
+
+
+class _Toy(synthesis_base.Method):
+    """A teacher-free method: pulls pixels to 0, its own bank per step (as DM/MTT), one learned extra."""
+
+    name = "toy"
+    own_bank = True
+
+    def __init__(self):
+        self.bank_calls = 0
+
+    def start_unit(self, ctx, unit, images, generator):
+        return [images.requires_grad_(), torch.tensor(2.0, requires_grad=True)]
+
+    def loss(self, ctx, unit, images, labels, iteration, generator):
+        def bank():
+            self.bank_calls += 1
+            from dire.regularizer import RealBank
+            return RealBank.from_dict({c: torch.randn(4, images[0].numel(), generator=generator) for c in unit.classes})
+
+        return synthesis_base.Step((images ** 2).mean(), images.flatten(1), bank=bank)
+
+    def extras(self, ctx, unit, params):
+        return {"scale": params[1] * (unit.chunk + 1)}
+
+
+def test_teacher_free_method_with_its_own_bank_and_extras(tmp_path):
+    train = load_dataset("digits")
+    ctx = Context(teacher=None, dataset=train, config=SynthesisConfig(ipc=2, iterations=3, ipc_per_unit=1),
+                  device=torch.device("cpu"))
+    assert ctx.teachers == [] and ctx.bank is None
+    toy = _Toy()
+    out = synthesize(toy, ctx, out_dir=tmp_path / "on", dire=DiReConfig(enabled=True), progress=False)
+    assert toy.bank_calls == 2 * 3  # the bank function runs only because DiRe is on: every step of both units
+    # extras of two units are stacked in unit order, in the unit files and in synthetic.pt
+    assert torch.equal(out["scale"], torch.tensor([2.0, 4.0]))
+    assert torch.equal(synthesis_base.load(tmp_path / "on" / "unit_0000_0001.pt")["extras"]["scale"], torch.tensor(4.0))
+    toy_off = _Toy()
+    synthesize(toy_off, ctx, out_dir=tmp_path / "off", progress=False)
+    assert toy_off.bank_calls == 0
+
+
+def test_extras_may_not_shadow_the_synthetic_set():
+    with pytest.raises(ValueError, match="would overwrite"):
+        synthesis_base._assemble_extras([{"extras": {"labels": torch.zeros(1)}}])

@@ -5,12 +5,15 @@ import dataclasses
 from dire.synthesis.base import Context, DiReConfig, Method, Step, SynthesisConfig, Unit, plan_units, synthesize
 from dire.synthesis.cda import CDA
 from dire.synthesis.delt import DELT
+from dire.synthesis.dm import DM
 from dire.synthesis.dwa import DWA
 from dire.synthesis.gvbsm import GVBSM
+from dire.synthesis.mtt import MTT
 from dire.synthesis.sre2l import SRe2L
 from dire.synthesis.ufc import UFC
 
-METHODS: dict[str, type[Method]] = {"sre2l": SRe2L, "cda": CDA, "dwa": DWA, "delt": DELT, "gvbsm": GVBSM, "ufc": UFC}
+METHODS: dict[str, type[Method]] = {"sre2l": SRe2L, "cda": CDA, "dwa": DWA, "delt": DELT, "gvbsm": GVBSM, "ufc": UFC,
+                                    "dm": DM, "mtt": MTT}
 
 
 def build_method(name: str, **kwargs) -> Method:
@@ -23,5 +26,6 @@ def build_method(name: str, **kwargs) -> Method:
     return METHODS[name](**kwargs)
 
 
-__all__ = ["CDA", "DELT", "DWA", "GVBSM", "METHODS", "UFC", "Context", "DiReConfig", "Method", "SRe2L", "Step", "SynthesisConfig", "Unit", "build_method",
+__all__ = ["CDA", "DELT", "DM", "DWA", "GVBSM", "METHODS", "MTT", "UFC", "Context", "DiReConfig", "Method", "SRe2L",
+           "Step", "SynthesisConfig", "Unit", "build_method",
            "plan_units", "synthesize"]

@@ -25,7 +25,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -109,10 +109,10 @@ class Context:
 
     ``teachers`` / ``banks`` hold every teacher a multi-teacher method (G-VBSM, UFC) uses, with the real
     embedding bank of each; ``teachers`` defaults to ``[teacher]`` and an empty ``banks`` means ``ctx.bank``
-    for the first teacher (see :meth:`bank_of`).
+    for the first teacher (see :meth:`bank_of`). Methods without a teacher (DM, MTT) take ``teacher=None``.
     """
 
-    teacher: nn.Module
+    teacher: nn.Module | None
     dataset: ImageDataset
     config: SynthesisConfig
     device: torch.device
@@ -123,7 +123,7 @@ class Context:
     cache_dir: Path | None = None  # where a method may cache what it precomputes from real data (G-VBSM)
 
     def __post_init__(self) -> None:
-        self.teachers = self.teachers or [self.teacher]
+        self.teachers = self.teachers or ([self.teacher] if self.teacher is not None else [])
         if self.banks and len(self.banks) != len(self.teachers):
             raise ValueError(f"got {len(self.teachers)} teachers but {len(self.banks)} real embedding banks")
 
@@ -142,16 +142,18 @@ class Context:
 class Step:
     """What a method's loss returns: the loss, and the embeddings DiRe acts on (same forward pass).
 
-    ``bank`` is the real bank in the embeddings' own network (default ``ctx.bank``); a method whose
-    batch goes through several networks at once returns the other groups in ``more`` (each a Step whose
-    loss is ignored), and DiRe is summed over all groups.
+    ``bank`` is the real bank in the embeddings' own network (default ``ctx.bank``), or a function
+    returning it, called only when DiRe is on (DM and MTT embed real images in a network that changes
+    every iteration, which costs a forward pass MTT would not otherwise need); a method whose batch goes
+    through several networks at once returns the other groups in ``more`` (each a Step whose loss is
+    ignored), and DiRe is summed over all groups.
     """
 
     loss: torch.Tensor
     embeddings: torch.Tensor | None
     labels: torch.Tensor | None = None  # labels of ``embeddings`` when they are not the unit's labels
     logs: dict = field(default_factory=dict)
-    bank: RealBank | None = None  # real bank of the network that produced ``embeddings``; None = ctx.bank
+    bank: RealBank | Callable[[], RealBank] | None = None  # real bank of ``embeddings``' network; None = ctx.bank
     more: list["Step"] = field(default_factory=list)
 
     def dire_groups(self, labels: torch.Tensor, bank: RealBank | None) -> list[tuple[torch.Tensor, torch.Tensor, RealBank]]:
@@ -160,6 +162,8 @@ class Step:
             if step.embeddings is None:
                 raise TypeError("the method exposes no embeddings, so DiRe cannot act on it")
             z_bank = step.bank if step.bank is not None else bank
+            if callable(z_bank):
+                z_bank = z_bank()
             if z_bank is None:
                 raise ValueError("DiRe is enabled but no real embedding bank matches the method's embeddings")
             groups.append((step.embeddings, step.labels if step.labels is not None else labels, z_bank))
@@ -175,6 +179,7 @@ class Method:
     name = "method"
     cosine_lr = True  # anneal every parameter group's lr to 0 over the unit (SRe2L); False = constant (DM, MTT)
     default_teacher_set: str | None = None  # multi-teacher methods: the paper's teachers (dire.pipeline.TEACHER_SETS)
+    own_bank = False  # True: every Step carries its own real bank (DM, MTT), so DiRe needs no ctx.bank
 
     def setup(self, ctx: Context) -> None:
         """Once per run, before the first unit (e.g. precompute statistics into ``ctx.extra``)."""
@@ -212,6 +217,10 @@ class Method:
                labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What the unit saves: by default the optimised images and their labels (UFC adds more)."""
         return self.images(params), labels
+
+    def extras(self, ctx: Context, unit: Unit, params: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Other learned tensors saved with the unit and in ``synthetic.pt`` (MTT: its learned ``syn_lr``)."""
+        return {}
 
     def loss(self, ctx: Context, unit: Unit, images: torch.Tensor, labels: torch.Tensor, iteration: int,
              generator: torch.Generator) -> Step:
@@ -285,20 +294,37 @@ def run_unit(method: Method, ctx: Context, unit: Unit, dire: DiRe | None) -> dic
         method.after_step(ctx, params)
     with torch.no_grad():
         images, stored_labels = method.stored(ctx, unit, params, labels)
-    return {"images": to_uint8(images, ctx.info), "labels": stored_labels.cpu(),
-            "seconds": torch.tensor(time.perf_counter() - start, dtype=torch.float64)}
+        extras = {k: v.detach().cpu() for k, v in method.extras(ctx, unit, params).items()}
+    result = {"images": to_uint8(images, ctx.info), "labels": stored_labels.cpu(),
+              "seconds": torch.tensor(time.perf_counter() - start, dtype=torch.float64)}
+    if extras:
+        result["extras"] = extras
+    return result
+
+
+def _assemble_extras(parts: list[dict]) -> dict[str, torch.Tensor]:
+    """Each unit's extras by name: one unit's tensor as is, several units' stacked in unit order."""
+    names = sorted({k for p in parts for k in p.get("extras", {})})
+    clash = sorted(set(names) & {"images", "labels", "seconds"})
+    if clash:
+        raise ValueError(f"method extras {clash} would overwrite the synthetic set's own entries; rename them")
+    out = {}
+    for name in names:
+        values = [p["extras"][name] for p in parts if name in p.get("extras", {})]
+        out[name] = values[0] if len(values) == 1 else torch.stack(values)
+    return out
 
 
 def synthesize(method: Method, ctx: Context, *, out_dir: str | Path, dire: DiReConfig | None = None,
                progress: bool = True) -> dict[str, torch.Tensor]:
     """Run (or resume) every unit and assemble ``synthetic.pt``: uint8 ``images`` [N, C, H, W], ``labels`` [N],
-    ``seconds`` (summed optimisation time of the units)."""
+    ``seconds`` (summed optimisation time of the units), and any :meth:`Method.extras` by name."""
     out_dir = Path(out_dir)
     final = out_dir / "synthetic.pt"
     if final.exists():
         return load(final)
     dire_module = (dire or DiReConfig()).module()
-    if dire_module is not None and ctx.bank_of(0) is None:
+    if dire_module is not None and not method.own_bank and ctx.bank_of(0) is None:
         raise ValueError("DiRe is enabled but the context has no real embedding bank (ctx.bank)")
     for teacher in ctx.teachers:
         teacher.eval().requires_grad_(False)
@@ -311,6 +337,7 @@ def synthesize(method: Method, ctx: Context, *, out_dir: str | Path, dire: DiReC
         method.end_unit(ctx, unit)
     parts = [load(out_dir / f"{u.name}.pt") for u in units]
     synthetic = {"images": torch.cat([p["images"] for p in parts]), "labels": torch.cat([p["labels"] for p in parts]),
-                 "seconds": sum(p["seconds"] for p in parts)}  # optimisation time of all units, wherever they ran
+                 "seconds": sum(p["seconds"] for p in parts),  # optimisation time of all units, wherever they ran
+                 **_assemble_extras(parts)}
     atomic_save(synthetic, final)
     return synthetic

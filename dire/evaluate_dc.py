@@ -1,0 +1,152 @@
+"""DC-style evaluation (DC/DSA/DM ``evaluate_synset``, MTT's evaluation), methods.md §7.5 and §8.3.
+
+A fresh network (default the DC ConvNet) is trained on the synthetic set with hard
+labels: cross-entropy, SGD (lr 0.01, momentum 0.9, weight decay 5e-4), batch 256,
+DSA on every batch (per-sample, not Siamese), ``epochs`` epochs (published: 1000)
+with the lr ×0.1 from epoch ⌊E/2⌋+1 on (epochs counted from 0), then tested once on
+the whole test set. Several seeds give mean ± std (the papers: 100 models for
+DC/DSA/DM). A set that carries MTT's learned ``syn_lr`` is trained with it as lr
+unless ``lr`` is given, as MTT evaluates.
+
+This sits beside the soft-label protocol of :mod:`dire.evaluate` (teacher KD); the
+two measure different things and their numbers must not be mixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from dire.data import ImageDataset
+from dire.dsa import STRATEGY, DSA
+from dire.evaluate import summarize
+from dire.models import build_model
+from dire.runs import read_json, run_dir, write_json
+from dire.synthesis.base import from_uint8
+from dire.train import accuracy
+from dire.zca import ZCA
+
+
+@dataclass(frozen=True)
+class DCProtocol:
+    epochs: int = 1000  # training epochs on the synthetic set (DC without augmentation: 300)
+    lr: float | None = None  # None: the set's learned syn_lr (MTT) if it has one, else 0.01 (lr_net)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    dsa: bool = True  # DSA augmentation on every training batch
+    dsa_strategy: str = STRATEGY
+    eval_every: int = 0  # also test every this many epochs (0 = only at the end, as published)
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
+            raise ValueError(f"expected epochs >= 1, batch_size >= 1 and lr > 0 (or None); "
+                             f"got {self.epochs}, {self.batch_size}, {self.lr}")
+
+
+def learning_rate(synthetic: dict, protocol: DCProtocol) -> float:
+    """The lr a set is trained with: ``protocol.lr``, else its learned ``syn_lr``, else 0.01."""
+    if protocol.lr is not None:
+        return protocol.lr
+    if "syn_lr" in synthetic:
+        lr = float(synthetic["syn_lr"])
+        if not lr > 0:
+            raise ValueError(f"the set's learned syn_lr is {lr}, not a usable lr; pass lr= explicitly")
+        return lr
+    return 0.01
+
+
+def lr_at_epoch(lr: float, epoch: int, epochs: int) -> float:
+    """The DC schedule: ``lr`` for epochs 0..⌊E/2⌋, then ``lr / 10``."""
+    return lr * (0.1 if epoch >= epochs // 2 + 1 else 1.0)
+
+
+def train_dc(synthetic: dict, *, test_set: ImageDataset, arch: str = "convnet", seed: int = 0,
+             protocol: DCProtocol = DCProtocol(), zca: ZCA | None = None, device: str | torch.device = "cpu",
+             progress: bool = False) -> dict:
+    """One network: returns ``{"final": acc, "best": acc, "history": [...], "lr": lr}`` (accuracy in %).
+
+    ``zca``: the whitening the set was synthesised under (MTT with ZCA); training images and test images
+    are whitened with it.
+    """
+    protocol.validate()
+    info = test_set.info
+    images, labels = synthetic["images"], synthetic["labels"]
+    if images.dim() != 4 or images.shape[1:] != (info.channels, info.image_size, info.image_size):
+        raise ValueError(f"expected synthetic images [N, {info.channels}, {info.image_size}, {info.image_size}]; "
+                         f"got {tuple(images.shape)}")
+    lr = learning_rate(synthetic, protocol)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
+    net = net.to(device).train()
+    x_all = from_uint8(images, info).to(device)
+    y_all = labels.to(device)
+    tested: nn.Module = net
+    if zca is not None:
+        zca = zca.to(device)
+        with torch.no_grad():
+            x_all = zca(x_all)
+        tested = nn.Sequential(zca, net)
+    augment = DSA(protocol.dsa_strategy) if protocol.dsa else None
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=protocol.momentum,
+                                weight_decay=protocol.weight_decay)
+    history = []
+    for epoch in tqdm(range(protocol.epochs), desc=f"dc eval {arch} seed {seed}", unit="epoch", disable=not progress):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at_epoch(lr, epoch, protocol.epochs)
+        order = torch.randperm(len(x_all), generator=generator).to(device)
+        for i in range(0, len(order), protocol.batch_size):
+            idx = order[i : i + protocol.batch_size]
+            x = x_all[idx]
+            if augment is not None:
+                x = augment(x, generator=generator)
+            loss = F.cross_entropy(net(x), y_all[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        last = epoch + 1 == protocol.epochs
+        if last or (protocol.eval_every and (epoch + 1) % protocol.eval_every == 0):
+            history.append({"epoch": epoch + 1, "acc": accuracy(tested, test_set, device=device)})
+    return {"final": history[-1]["acc"], "best": max(h["acc"] for h in history), "history": history, "lr": lr}
+
+
+def evaluate_dc(synthetic: dict, *, test_set: ImageDataset, seeds: Sequence[int] = (0, 1, 2), arch: str = "convnet",
+                protocol: DCProtocol | None = None, zca: ZCA | None = None, device: str | torch.device = "cpu",
+                cache_key: dict | None = None, runs_root: str | Path | None = None, progress: bool = False,
+                **protocol_overrides) -> dict:
+    """Networks over ``seeds`` with the DC protocol; with ``cache_key`` each seed's result is cached under
+    ``run_dir("student_dc", ...)``, so a rerun resumes. ``protocol_overrides`` replace fields of
+    ``protocol`` (e.g. ``epochs=300``).
+
+    Returns ``{"final": {mean, std, n}, "best": {mean, std, n}, "runs": [...], "protocol": "dc"}``.
+    """
+    protocol = dataclasses.replace(protocol or DCProtocol(), **protocol_overrides)
+    protocol.validate()
+    if not seeds:
+        raise ValueError("seeds is empty; give at least one seed")
+    runs = []
+    for seed in seeds:
+        path = None
+        if cache_key is not None:
+            config = {"stage": "student_dc", **cache_key, "arch": arch, "protocol": dataclasses.asdict(protocol),
+                      "lr": learning_rate(synthetic, protocol), "zca": zca is not None, "seed": seed}
+            path = run_dir("student_dc", config, root=runs_root) / "result.json"
+            if path.exists():
+                runs.append(read_json(path))
+                continue
+        result = {"seed": seed, **train_dc(synthetic, test_set=test_set, arch=arch, seed=seed, protocol=protocol,
+                                           zca=zca, device=device, progress=progress)}
+        if path is not None:
+            write_json(path, result)
+        runs.append(result)
+    return {"final": summarize(r["final"] for r in runs), "best": summarize(r["best"] for r in runs), "runs": runs,
+            "protocol": "dc"}
