@@ -15,10 +15,13 @@ import torch
 from dire.bank import bank_embeddings, cached_bank
 from dire.data import load_dataset
 from dire.evaluate import evaluate_synthetic
+from dire.evaluate_dc import evaluate_dc
 from dire.metrics import diversity_metrics
 from dire.models import Ensemble, embed_images
 from dire.runs import config_hash, run_dir, write_json
-from dire.synthesis import DiReConfig, SynthesisConfig, build_method, synthesize
+from dire.mtt import ExpertConfig, Experts, train_experts
+from dire.synthesis import METHODS, MTT, DiReConfig, SynthesisConfig, build_method, synthesize
+from dire.synthesis.mtt import MTT_SETTINGS, method_settings
 from dire.synthesis.base import Context, from_uint8
 from dire.teacher import get_teacher
 from dire.train import get_recipe
@@ -64,9 +67,48 @@ class Experiment:
     student_epochs: int | None = None  # overrides the recipe's epochs
     student_seeds: tuple[int, ...] = (0, 1, 2)
     metric_arch: str | None = None  # embedding network of the diversity metrics: None = the teacher
+    protocol: str | None = None  # student evaluation: "soft" (teacher soft labels) or "dc"; None = the method's
+    experts: dict = field(default_factory=dict)  # MTT: num_experts and ExpertConfig fields (default 100 x 50 epochs)
 
     def config(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def with_method(exp: Experiment, method: str, overrides: dict | None = None) -> Experiment:
+    """``exp`` with another method. Shared method settings (e.g. ``r_bn``, ``jitter``) carry over to the methods
+    that take them; ``overrides`` names this method's own settings, ``SynthesisConfig`` fields and ``Experiment``
+    fields (in that order of precedence), e.g. ``{"round_iterations": 63, "iterations": 200, "teacher_set": ...}``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
+    own = {f.name for f in dataclasses.fields(METHODS[method])}
+    synthesis_fields = {f.name for f in dataclasses.fields(SynthesisConfig)}
+    experiment_fields = {f.name for f in dataclasses.fields(Experiment)} - {"method", "method_kwargs", "synthesis"}
+    kwargs = {k: v for k, v in exp.method_kwargs.items() if k in own}
+    synthesis, top = {}, {}
+    for key, value in (overrides or {}).items():
+        if key in own:
+            kwargs[key] = value
+        elif key in synthesis_fields:
+            synthesis[key] = tuple(value) if key == "betas" else value
+        elif key in experiment_fields:
+            top[key] = value
+        else:
+            raise ValueError(f"{method}: unknown override {key!r}; expected a setting of {method} {sorted(own)}, "
+                             f"a SynthesisConfig field {sorted(synthesis_fields)} or an Experiment field "
+                             f"{sorted(experiment_fields)}")
+    return dataclasses.replace(exp, method=method, method_kwargs=kwargs,
+                               synthesis=dataclasses.replace(exp.synthesis, **synthesis), **top)
+
+
+def prepare_experts(exp: Experiment, train_set, test_set, *, device, runs_root, progress) -> Path:
+    """MTT's expert trajectories for ``exp`` (trained once, cached): the settings row's model and ZCA, then
+    ``exp.experts`` (``num_experts`` and any :class:`~dire.mtt.ExpertConfig` field)."""
+    row = MTT_SETTINGS.get((exp.dataset, exp.synthesis.ipc), {})
+    settings = {k: row[k] for k in ("model", "zca") if k in row}
+    settings.update({k: v for k, v in exp.experts.items() if k != "num_experts"})
+    return train_experts(train_set, num_experts=exp.experts.get("num_experts", 100), config=ExpertConfig(**settings),
+                         seed=exp.teacher_seed, test_set=test_set, runs_root=runs_root, device=device,
+                         progress=progress)
 
 
 def metric_network(exp: Experiment, *, teacher: torch.nn.Module, teacher_record: dict,
@@ -100,7 +142,13 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     bank, bank_dir = cached_bank(teacher, trec, train_set, per_class=exp.bank_per_class, device=device,
                                  runs_root=runs_root, progress=progress)
 
-    method = build_method(exp.method, **exp.method_kwargs)
+    defaults = {}
+    if exp.method == "mtt" and (exp.dataset, exp.synthesis.ipc) in MTT_SETTINGS:
+        defaults = method_settings(exp.dataset, exp.synthesis.ipc)  # the per-dataset table, under explicit settings
+    method = build_method(exp.method, **{**defaults, **exp.method_kwargs})
+    if isinstance(method, MTT) and not method.experts_dir:
+        method.experts_dir = str(prepare_experts(exp, train_set, test_set, device=device, runs_root=runs_root,
+                                                 progress=progress))
     teachers, banks, keys = [teacher], [bank], [teacher_key]
     for arch in teacher_archs(exp, method)[1:]:
         net, rec = get_teacher(exp.dataset, arch, recipe=exp.teacher_recipe, seed=exp.teacher_seed,
@@ -130,11 +178,20 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     if "epoch_scale" in student:  # e.g. UFC: (M + 1)x more images, so 1 / (M + 1) of the epochs
         recipe = dataclasses.replace(recipe, epochs=max(1, round(recipe.epochs * student["epoch_scale"])))
     labeller = Ensemble(teachers) if student.get("ensemble") and len(teachers) > 1 else teacher
-    acc = evaluate_synthetic(synthetic, teacher=labeller, test_set=test_set, seeds=exp.student_seeds,
-                             arch=exp.student_arch, recipe=recipe, device=device,
-                             cache_key={"synthetic": syn_dir.name,
-                                        "teacher": teacher_key if labeller is teacher else keys},
-                             runs_root=runs_root)
+    protocol = exp.protocol or method.protocol
+    if protocol == "dc":  # hard labels, SGD, DSA (DC/DM/MTT); MTT's learned syn_lr is the lr
+        zca = Experts(method.experts_dir).zca() if isinstance(method, MTT) else None
+        acc = evaluate_dc(synthetic, test_set=test_set, seeds=exp.student_seeds, arch=exp.student_arch, zca=zca,
+                          device=device, cache_key={"synthetic": syn_dir.name}, runs_root=runs_root,
+                          **({"epochs": exp.student_epochs} if exp.student_epochs else {}))
+    elif protocol == "soft":
+        acc = evaluate_synthetic(synthetic, teacher=labeller, test_set=test_set, seeds=exp.student_seeds,
+                                 arch=exp.student_arch, recipe=recipe, device=device,
+                                 cache_key={"synthetic": syn_dir.name,
+                                            "teacher": teacher_key if labeller is teacher else keys},
+                                 runs_root=runs_root)
+    else:
+        raise ValueError(f"protocol must be 'soft' or 'dc'; got {protocol!r}")
 
     metric_net, mrec, metric_name = metric_network(exp, teacher=teacher, teacher_record=trec, device=device,
                                                    data_root=data_root, runs_root=runs_root, progress=progress,
@@ -146,7 +203,8 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     diversity = diversity_metrics(fake, synthetic["labels"], real, real_labels)
 
     result = {"config": exp.config(), "teacher_acc": trec["test_acc"], "teachers": teacher_archs(exp, method),
-              "student_recipe": dataclasses.asdict(recipe), "accuracy": acc, "diversity": diversity,
+              "student_recipe": dataclasses.asdict(recipe) if protocol == "soft" else None, "protocol": protocol,
+              "accuracy": acc, "diversity": diversity,
               "metric_network": metric_name, "timing": timing,
               "dirs": {"teacher": trec["dir"], "synthetic": str(syn_dir)}}
     exp_dir = run_dir("experiment", {"synthetic": syn_dir.name, "config": exp.config()}, root=runs_root)

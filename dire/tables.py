@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Callable, Sequence
 
-from dire.pipeline import Experiment, run_experiment
+from dire.pipeline import Experiment, run_experiment, with_method
 from dire.runs import atomic_write_text
 
 METRICS = ("acc_final", "acc_best", "vendi", "coverage", "intra_class_cosine", "precision", "density",
@@ -34,8 +34,10 @@ def run_seeds(exp: Experiment, seeds: Sequence[int], **run_kwargs) -> dict:
                      "acc_final": result["accuracy"]["final"]["mean"], "acc_best": result["accuracy"]["best"]["mean"],
                      **{k: result["diversity"][k] for k in METRICS if k in result["diversity"]},
                      "synthesis_s_per_image": result["timing"]["synthesis_s_per_image"],
-                     "metric_network": result["metric_network"]})
-    summary = {"runs": runs, "teacher_acc": runs[0]["teacher_acc"], "metric_network": runs[0]["metric_network"]}
+                     "metric_network": result["metric_network"], "protocol": result["protocol"],
+                     "teachers": result["teachers"]})
+    summary = {"runs": runs, "teacher_acc": runs[0]["teacher_acc"], "metric_network": runs[0]["metric_network"],
+               "protocol": runs[0]["protocol"], "teachers": runs[0]["teachers"]}
     for key in METRICS:
         values = [r[key] for r in runs if key in r and not math.isnan(r[key])]
         summary[key] = {"mean": statistics.fmean(values) if values else math.nan,
@@ -44,12 +46,14 @@ def run_seeds(exp: Experiment, seeds: Sequence[int], **run_kwargs) -> dict:
 
 
 def compare(base: Experiment, *, seeds: Sequence[int] = (0, 1, 2), methods: Sequence[str] | None = None,
-            log: Callable[[str], None] = print, **run_kwargs) -> list[dict]:
-    """Rows of method × {baseline, + DiRe} for ``base`` (its ``dire`` settings give the + DiRe row)."""
+            overrides: dict[str, dict] | None = None, log: Callable[[str], None] = print, **run_kwargs) -> list[dict]:
+    """Rows of method × {baseline, + DiRe} for ``base`` (its ``dire`` settings give the + DiRe row);
+    ``overrides[method]`` holds that method's own settings (see :func:`dire.pipeline.with_method`)."""
     rows = []
     for method in methods or [base.method]:
         for enabled in (False, True):
-            exp = dataclasses.replace(base, method=method, dire=dataclasses.replace(base.dire, enabled=enabled))
+            exp = with_method(base, method, (overrides or {}).get(method))
+            exp = dataclasses.replace(exp, dire=dataclasses.replace(base.dire, enabled=enabled))
             label = f"{method}{' + DiRe' if enabled else ''}"
             log(f"== {label}: {base.dataset}, IPC {base.synthesis.ipc}, seeds {list(seeds)}")
             summary = run_seeds(exp, seeds, **run_kwargs)
@@ -63,12 +67,13 @@ def _pm(stat: dict, digits: int) -> str:
 
 
 def to_markdown(rows: Sequence[dict]) -> str:
-    head = ("| method | dataset | IPC | accuracy final (%) | accuracy best (%) | Vendi ↑ | Coverage ↑ | "
+    head = ("| method | dataset | IPC | eval | accuracy final (%) | accuracy best (%) | Vendi ↑ | Coverage ↑ | "
             "intra-class cos ↓ | synthesis ms/img |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
+    for r in rows:  # eval: "soft" = students on teacher soft labels, "dc" = the DC/DM/MTT hard-label protocol
         name = f"{r['method']}{' + DiRe' if r['dire'] else ''}"
-        lines.append(f"| {name} | {r['dataset']} | {r['ipc']} | {_pm(r['acc_final'], 2)} | {_pm(r['acc_best'], 2)} | "
+        lines.append(f"| {name} | {r['dataset']} | {r['ipc']} | {r.get('protocol', 'soft')} | {_pm(r['acc_final'], 2)} | "
+                     f"{_pm(r['acc_best'], 2)} | "
                      f"{_pm(r['vendi'], 3)} | {_pm(r['coverage'], 3)} | {_pm(r['intra_class_cosine'], 3)} | "
                      f"{r['synthesis_s_per_image']['mean'] * 1e3:.0f} |")
     return "\n".join(lines) + "\n"
@@ -83,9 +88,10 @@ def _csv(records: Sequence[dict], fields: Sequence[str]) -> str:
 
 
 def to_csv(rows: Sequence[dict]) -> str:
-    fields = ["method", "dire", "dataset", "ipc", "seeds", "teacher_acc"]
+    fields = ["method", "dire", "dataset", "ipc", "seeds", "teacher_acc", "protocol"]
     stats = {f"{m}_{s}": (m, s) for m in METRICS for s in ("mean", "std")}
-    return _csv([{**{f: r[f] for f in fields}, **{k: r[m][s] for k, (m, s) in stats.items()}} for r in rows],
+    return _csv([{**{f: r.get(f, "soft" if f == "protocol" else None) for f in fields},
+                  **{k: r[m][s] for k, (m, s) in stats.items()}} for r in rows],
                 fields + list(stats))
 
 

@@ -80,3 +80,17 @@ def test_cross_architecture_and_flat_tables():
     assert flat[0] == {"method": "sre2l", "dire": False, "student": "convnet", "acc_final_mean": 50.0,
                        "acc_final_std": 1.0}
     assert rows_to_csv(rows).splitlines()[0] == "method,dire,student,acc_final_mean,acc_final_std"
+
+
+def test_with_method_carries_shared_settings_and_applies_overrides():
+    from dire.pipeline import Experiment, with_method
+    from dire.synthesis import SynthesisConfig
+
+    base = Experiment(method="sre2l", method_kwargs={"r_bn": 1.0, "jitter": 4}, synthesis=SynthesisConfig(iterations=50))
+    dm = with_method(base, "dm", {"iterations": 7, "batch_real": 16, "protocol": "soft"})
+    assert dm.method_kwargs == {"batch_real": 16}  # DM takes neither r_bn nor jitter
+    assert dm.synthesis.iterations == 7 and dm.protocol == "soft" and base.synthesis.iterations == 50
+    delt = with_method(base, "delt", {"jitter": 0, "round_iterations": 5})
+    assert delt.method_kwargs == {"r_bn": 1.0, "jitter": 0, "round_iterations": 5}
+    with pytest.raises(ValueError, match="unknown override 'rbn'"):
+        with_method(base, "cda", {"rbn": 1})

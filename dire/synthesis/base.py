@@ -178,6 +178,7 @@ class Method:
 
     name = "method"
     cosine_lr = True  # anneal every parameter group's lr to 0 over the unit (SRe2L); False = constant (DM, MTT)
+    protocol = "soft"  # how students are evaluated by default: "soft" (teacher soft labels) or "dc" (DM, MTT)
     default_teacher_set: str | None = None  # multi-teacher methods: the paper's teachers (dire.pipeline.TEACHER_SETS)
     own_bank = False  # True: every Step carries its own real bank (DM, MTT), so DiRe needs no ctx.bank
 

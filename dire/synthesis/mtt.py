@@ -121,6 +121,7 @@ class MTT(Method):
     init: str | None = "real"  # "real" (MTT pix_init) or "noise"; None = follow SynthesisConfig.init
 
     name = "mtt"
+    protocol = "dc"  # evaluated like the DC/DM/MTT papers: hard labels, SGD, DSA
     cosine_lr = False
     own_bank = True  # the bank is embedded with each iteration's θ*_t (see the module docstring)
 
