@@ -23,8 +23,13 @@ from dire.runs import atomic_save, load, read_json, run_dir, write_json
 from dire.train import Recipe, accuracy, fit, get_recipe, loader, make_optimizer
 
 
+# Recipe fields that only concern students; left out of a teacher's cache key so adding them kept old teachers valid
+_STUDENT_ONLY = ("loss", "ce_weight")
+
+
 def teacher_config(dataset: str, arch: str, recipe: Recipe, seed: int) -> dict:
-    return {"stage": "teacher", "dataset": dataset, "arch": arch, "recipe": dataclasses.asdict(recipe), "seed": seed}
+    fields = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in _STUDENT_ONLY}
+    return {"stage": "teacher", "dataset": dataset, "arch": arch, "recipe": fields, "seed": seed}
 
 
 def get_teacher(dataset: str, arch: str = "convnet_bn", *, recipe: str | Recipe = "cpu", seed: int = 0,
