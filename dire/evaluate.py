@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -77,17 +77,24 @@ def evaluate_synthetic(synthetic: dict, *, teacher: nn.Module, test_set: ImageDa
     Returns ``{"final": {mean, std, n}, "best": {mean, std, n}, "runs": [...]}``.
     """
     recipe = get_recipe(recipe, student=True, **recipe_overrides)
+    config = None if cache_key is None else {"stage": "student", **cache_key, "arch": arch,
+                                             "recipe": dataclasses.asdict(recipe)}
+    return per_seed(seeds, lambda seed: train_student(synthetic, teacher=teacher, test_set=test_set, arch=arch,
+                                                      recipe=recipe, seed=seed, device=device, progress=progress),
+                    stage="student", config=config, runs_root=runs_root)
+
+
+def per_seed(seeds: Sequence[int], train: Callable[[int], dict], *, stage: str, config: dict | None = None,
+             runs_root: str | Path | None = None) -> dict:
+    """``train(seed)`` for each seed, each result cached under ``run_dir(stage, {**config, "seed": seed})`` when
+    ``config`` is given (a rerun resumes); returns ``{"final", "best"}`` as mean ± std and the ``runs``."""
     runs = []
     for seed in seeds:
-        path = None
-        if cache_key is not None:
-            config = {"stage": "student", **cache_key, "arch": arch, "recipe": dataclasses.asdict(recipe), "seed": seed}
-            path = run_dir("student", config, root=runs_root) / "result.json"
-            if path.exists():
-                runs.append(read_json(path))
-                continue
-        result = {"seed": seed, **train_student(synthetic, teacher=teacher, test_set=test_set, arch=arch, recipe=recipe,
-                                                seed=seed, device=device, progress=progress)}
+        path = None if config is None else run_dir(stage, {**config, "seed": seed}, root=runs_root) / "result.json"
+        if path is not None and path.exists():
+            runs.append(read_json(path))
+            continue
+        result = {"seed": seed, **train(seed)}
         if path is not None:
             write_json(path, result)
         runs.append(result)

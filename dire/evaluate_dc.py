@@ -26,9 +26,8 @@ from tqdm.auto import tqdm
 
 from dire.data import ImageDataset
 from dire.dsa import STRATEGY, DSA
-from dire.evaluate import summarize
+from dire.evaluate import per_seed
 from dire.models import build_model
-from dire.runs import read_json, run_dir, write_json
 from dire.synthesis.base import from_uint8
 from dire.train import accuracy
 from dire.zca import ZCA
@@ -133,20 +132,10 @@ def evaluate_dc(synthetic: dict, *, test_set: ImageDataset, seeds: Sequence[int]
     protocol.validate()
     if not seeds:
         raise ValueError("seeds is empty; give at least one seed")
-    runs = []
-    for seed in seeds:
-        path = None
-        if cache_key is not None:
-            config = {"stage": "student_dc", **cache_key, "arch": arch, "protocol": dataclasses.asdict(protocol),
-                      "lr": learning_rate(synthetic, protocol), "zca": zca is not None, "seed": seed}
-            path = run_dir("student_dc", config, root=runs_root) / "result.json"
-            if path.exists():
-                runs.append(read_json(path))
-                continue
-        result = {"seed": seed, **train_dc(synthetic, test_set=test_set, arch=arch, seed=seed, protocol=protocol,
-                                           zca=zca, device=device, progress=progress)}
-        if path is not None:
-            write_json(path, result)
-        runs.append(result)
-    return {"final": summarize(r["final"] for r in runs), "best": summarize(r["best"] for r in runs), "runs": runs,
-            "protocol": "dc"}
+    config = None if cache_key is None else {"stage": "student_dc", **cache_key, "arch": arch,
+                                             "protocol": dataclasses.asdict(protocol),
+                                             "lr": learning_rate(synthetic, protocol), "zca": zca is not None}
+    result = per_seed(seeds, lambda seed: train_dc(synthetic, test_set=test_set, arch=arch, seed=seed,
+                                                   protocol=protocol, zca=zca, device=device, progress=progress),
+                      stage="student_dc", config=config, runs_root=runs_root)
+    return {**result, "protocol": "dc"}

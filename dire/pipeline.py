@@ -21,7 +21,7 @@ from dire.models import Ensemble, embed_images
 from dire.runs import config_hash, run_dir, write_json
 from dire.mtt import ExpertConfig, Experts, train_experts
 from dire.synthesis import METHODS, MTT, DiReConfig, SynthesisConfig, build_method, synthesize
-from dire.synthesis.mtt import MTT_SETTINGS, method_settings
+from dire.synthesis.mtt import MTT_SETTINGS
 from dire.synthesis.base import Context, from_uint8
 from dire.teacher import get_teacher
 from dire.train import get_recipe
@@ -142,15 +142,15 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     bank, bank_dir = cached_bank(teacher, trec, train_set, per_class=exp.bank_per_class, device=device,
                                  runs_root=runs_root, progress=progress)
 
-    defaults = {}
-    if exp.method == "mtt" and (exp.dataset, exp.synthesis.ipc) in MTT_SETTINGS:
-        defaults = method_settings(exp.dataset, exp.synthesis.ipc)  # the per-dataset table, under explicit settings
+    # a method's published per-dataset settings, under the explicit ones (build_method names an unknown method)
+    defaults = METHODS[exp.method].dataset_defaults(exp.dataset, exp.synthesis.ipc) if exp.method in METHODS else {}
     method = build_method(exp.method, **{**defaults, **exp.method_kwargs})
     if isinstance(method, MTT) and not method.experts_dir:
         method.experts_dir = str(prepare_experts(exp, train_set, test_set, device=device, runs_root=runs_root,
                                                  progress=progress))
+    archs = teacher_archs(exp, method)
     teachers, banks, keys = [teacher], [bank], [teacher_key]
-    for arch in teacher_archs(exp, method)[1:]:
+    for arch in archs[1:]:
         net, rec = get_teacher(exp.dataset, arch, recipe=exp.teacher_recipe, seed=exp.teacher_seed,
                                data_root=data_root, runs_root=runs_root, device=device, progress=progress)
         log(f"teacher {arch} ({exp.teacher_recipe}): test accuracy {rec['test_acc']:.2f}%")
@@ -172,8 +172,8 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     timing = {"synthesis_s": float(synthetic["seconds"]), "synthesis_s_per_image": float(synthetic["seconds"]) / n_images}
 
     student = method.student_settings(len(teachers))
-    recipe = get_recipe(exp.student_recipe, student=True,
-                        **({"epochs": exp.student_epochs} if exp.student_epochs else {}),
+    epochs = {"epochs": exp.student_epochs} if exp.student_epochs else {}  # for either protocol
+    recipe = get_recipe(exp.student_recipe, student=True, **epochs,
                         **({"loss": student["loss"]} if "loss" in student else {}))
     if "epoch_scale" in student:  # e.g. UFC: (M + 1)x more images, so 1 / (M + 1) of the epochs
         recipe = dataclasses.replace(recipe, epochs=max(1, round(recipe.epochs * student["epoch_scale"])))
@@ -182,8 +182,7 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     if protocol == "dc":  # hard labels, SGD, DSA (DC/DM/MTT); MTT's learned syn_lr is the lr
         zca = Experts(method.experts_dir).zca() if isinstance(method, MTT) else None
         acc = evaluate_dc(synthetic, test_set=test_set, seeds=exp.student_seeds, arch=exp.student_arch, zca=zca,
-                          device=device, cache_key={"synthetic": syn_dir.name}, runs_root=runs_root,
-                          **({"epochs": exp.student_epochs} if exp.student_epochs else {}))
+                          device=device, cache_key={"synthetic": syn_dir.name}, runs_root=runs_root, **epochs)
     elif protocol == "soft":
         acc = evaluate_synthetic(synthetic, teacher=labeller, test_set=test_set, seeds=exp.student_seeds,
                                  arch=exp.student_arch, recipe=recipe, device=device,
@@ -202,7 +201,7 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     real, real_labels = bank_embeddings(metric_bank)
     diversity = diversity_metrics(fake, synthetic["labels"], real, real_labels)
 
-    result = {"config": exp.config(), "teacher_acc": trec["test_acc"], "teachers": teacher_archs(exp, method),
+    result = {"config": exp.config(), "teacher_acc": trec["test_acc"], "teachers": archs,
               "student_recipe": dataclasses.asdict(recipe) if protocol == "soft" else None, "protocol": protocol,
               "accuracy": acc, "diversity": diversity,
               "metric_network": metric_name, "timing": timing,

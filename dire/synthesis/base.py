@@ -182,6 +182,11 @@ class Method:
     default_teacher_set: str | None = None  # multi-teacher methods: the paper's teachers (dire.pipeline.TEACHER_SETS)
     own_bank = False  # True: every Step carries its own real bank (DM, MTT), so DiRe needs no ctx.bank
 
+    @classmethod
+    def dataset_defaults(cls, dataset: str, ipc: int) -> dict:
+        """Published settings for ``dataset`` at ``ipc`` that explicit settings override (MTT's table); none here."""
+        return {}
+
     def setup(self, ctx: Context) -> None:
         """Once per run, before the first unit (e.g. precompute statistics into ``ctx.extra``)."""
 

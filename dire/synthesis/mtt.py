@@ -125,6 +125,11 @@ class MTT(Method):
     cosine_lr = False
     own_bank = True  # the bank is embedded with each iteration's θ*_t (see the module docstring)
 
+    @classmethod
+    def dataset_defaults(cls, dataset: str, ipc: int) -> dict:
+        """The :data:`MTT_SETTINGS` row's method fields, where the table has one."""
+        return method_settings(dataset, ipc) if (dataset, ipc) in MTT_SETTINGS else {}
+
     def setup(self, ctx: Context) -> None:
         cfg = ctx.config
         if cfg.ipc_per_unit < cfg.ipc or (cfg.classes_per_unit not in (None, ctx.info.num_classes)):
