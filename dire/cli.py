@@ -14,7 +14,7 @@ import sys
 from dire.data import DATASETS
 from dire.models import list_models
 from dire.pipeline import TEACHER_SETS
-from dire.regularizer import TERMS
+from dire.regularizer import ALL_TERMS, TERMS
 from dire.synthesis import METHODS, DiReConfig, SynthesisConfig
 from dire.train import STUDENT_RECIPES, TEACHER_RECIPES
 
@@ -78,7 +78,10 @@ def _add_experiment_options(c: argparse.ArgumentParser) -> None:
     d.add_argument("--r-e", type=float, default=0.01)
     d.add_argument("--dire-weight", type=float, default=0.1)
     d.add_argument("--official", action="store_true", help="the release's diagonal arithmetic")
-    d.add_argument("--terms", default=",".join(TERMS), help="comma-separated subset of cd,cdm,edm")
+    d.add_argument("--terms", default=",".join(TERMS), help="comma-separated subset of cd,cdm,edm,logdet")
+    d.add_argument("--logdet-eps", type=float, default=0.1, help="ridge ε of the log-det term")
+    d.add_argument("--edm-coreset", type=_positive(int), default=None,
+                   help="EDM against this many k-means centres per class (default: every real embedding)")
     t = c.add_argument_group("teacher, students, metrics")
     t.add_argument("--teacher", default="convnet_bn", choices=list_models())
     t.add_argument("--teacher-recipe", default="cpu", choices=sorted(TEACHER_RECIPES))
@@ -110,15 +113,15 @@ def experiment_from_args(args: argparse.Namespace):
     from dire.pipeline import Experiment
 
     terms = tuple(t for t in args.terms.split(",") if t)
-    unknown = [t for t in terms if t not in TERMS]
+    unknown = [t for t in terms if t not in ALL_TERMS]
     if unknown:
-        raise ValueError(f"--terms: unknown {unknown}; expected a comma-separated subset of {','.join(TERMS)}")
+        raise ValueError(f"--terms: unknown {unknown}; expected a comma-separated subset of {','.join(ALL_TERMS)}")
     seeds = _seeds(args.student_seeds, "--student-seeds")
     synthesis = SynthesisConfig(ipc=args.ipc, iterations=args.iterations, lr=args.lr, ipc_per_unit=args.ipc_per_unit,
                                 classes_per_unit=args.classes_per_unit, init=args.init, seed=args.seed)
     synthesis.validate(DATASETS[args.dataset].num_classes)
     dire = DiReConfig(enabled=args.dire == "on", r_c=args.r_c, r_e=args.r_e, weight=args.dire_weight,
-                      official=args.official, terms=terms)
+                      official=args.official, terms=terms, logdet_eps=args.logdet_eps, edm_coreset=args.edm_coreset)
     return Experiment(dataset=args.dataset, method=args.method, method_kwargs=dict(args.method_arg), synthesis=synthesis,
                       dire=dire, teacher_arch=args.teacher, teacher_recipe=args.teacher_recipe,
                       teacher_set=args.teacher_set, bank_per_class=args.bank_per_class, student_arch=args.student, student_recipe=args.student_recipe,

@@ -312,6 +312,43 @@ class FileImageDataset(ImageDataset):
         return TF.pil_to_tensor(img).to(torch.float32) / 255.0
 
 
+class SubsetImageDataset(ImageDataset):
+    """The images of ``base`` at ``indices`` (in that order), sharing its storage."""
+
+    def __init__(self, base: ImageDataset, indices: Tensor) -> None:
+        self.base, self.indices = base, torch.as_tensor(indices, dtype=torch.long)
+        super().__init__(base.info, base.targets[self.indices], base.classes)
+
+    def _pixels(self, i: int) -> Tensor:
+        return self.base._pixels(int(self.indices[i]))
+
+    def _stack(self, idx: Tensor) -> Tensor:
+        return self.base._stack(self.indices[idx])
+
+
+def validation_split(dataset: ImageDataset, per_class: int, *, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+    """Hold out ``per_class`` images of every class of a *training* split: ``(rest, validation)``.
+
+    The draw is a seeded permutation per class, so the same ``(per_class, seed)`` always holds out the same
+    images; both parts keep dataset order. Used for choosing settings (e.g. DiRe's weights) without
+    touching the test split.
+    """
+    if per_class < 1:
+        raise ValueError(f"validation per_class must be >= 1; got {per_class}")
+    held = []
+    for c in range(dataset.info.num_classes):
+        idx = dataset.class_indices(c)
+        if len(idx) <= per_class:
+            raise ValueError(f"class {c} of {dataset.info.name} has {len(idx)} training images; holding out "
+                             f"{per_class} would leave none. Use a smaller validation per_class")
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + c)
+        held.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
+    mask = torch.zeros(len(dataset), dtype=torch.bool)
+    mask[torch.cat(held)] = True
+    return (SubsetImageDataset(dataset, torch.nonzero(~mask).flatten()),
+            SubsetImageDataset(dataset, torch.nonzero(mask).flatten()))
+
+
 # --------------------------------------------------------------------------- loading
 
 

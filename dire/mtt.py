@@ -23,6 +23,7 @@ knob for CPU budgets, recorded in the cache key.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from dire.data import ImageDataset
+from dire.data import ImageDataset, SubsetImageDataset
 from dire.dsa import STRATEGY, DSA
 from dire.models import build_model
 from dire.runs import atomic_save, load, read_json, run_dir
@@ -73,8 +74,11 @@ def _seed(*parts: int) -> int:
 
 
 def experts_config(train_set: ImageDataset, config: ExpertConfig, seed: int) -> dict:
-    return {"stage": "experts", "dataset": train_set.info.name, "n_train": len(train_set),
-            "expert": dataclasses.asdict(config), "seed": seed}
+    key = {"stage": "experts", "dataset": train_set.info.name, "n_train": len(train_set),
+           "expert": dataclasses.asdict(config), "seed": seed}
+    if isinstance(train_set, SubsetImageDataset):  # e.g. less a validation split: which images, not just how many
+        key["subset"] = hashlib.sha256(train_set.indices.numpy().tobytes()).hexdigest()[:16]
+    return key
 
 
 def _training_images(train_set: ImageDataset, config: ExpertConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,17 +13,16 @@ from pathlib import Path
 import torch
 
 from dire.bank import bank_embeddings, cached_bank
-from dire.data import load_dataset
 from dire.evaluate import evaluate_synthetic
 from dire.evaluate_dc import evaluate_dc
 from dire.metrics import diversity_metrics
 from dire.models import Ensemble, embed_images
-from dire.runs import config_hash, run_dir, write_json
+from dire.runs import added_field, config_dict, config_hash, run_dir, write_json
 from dire.mtt import ExpertConfig, Experts, train_experts
 from dire.synthesis import METHODS, MTT, DiReConfig, SynthesisConfig, build_method, synthesize
 from dire.synthesis.mtt import MTT_SETTINGS
 from dire.synthesis.base import Context, from_uint8
-from dire.teacher import get_teacher
+from dire.teacher import get_teacher, training_split
 from dire.train import get_recipe
 
 # teachers of the multi-teacher methods; an experiment's own ``teacher_arch`` comes first, the others follow
@@ -69,9 +68,17 @@ class Experiment:
     metric_arch: str | None = None  # embedding network of the diversity metrics: None = the teacher
     protocol: str | None = None  # student evaluation: "soft" (teacher soft labels) or "dc"; None = the method's
     experts: dict = field(default_factory=dict)  # MTT: num_experts and ExpertConfig fields (default 100 x 50 epochs)
+    # > 0: hold out this many training images per class, never used by teachers, banks or synthesis, and
+    # report students' accuracy on them instead of the test split (for choosing settings, e.g. `dire sweep`)
+    validation_per_class: int = added_field(0)
+    validation_seed: int = added_field(0)  # which images the validation split holds
+
+    @property
+    def holdout(self) -> tuple[int, int] | None:
+        return (self.validation_per_class, self.validation_seed) if self.validation_per_class > 0 else None
 
     def config(self) -> dict:
-        return dataclasses.asdict(self)
+        return config_dict(self)
 
 
 def with_method(exp: Experiment, method: str, overrides: dict | None = None) -> Experiment:
@@ -121,21 +128,26 @@ def metric_network(exp: Experiment, *, teacher: torch.nn.Module, teacher_record:
         return teacher, teacher_record, f"teacher {exp.teacher_arch}"
     net, record = get_teacher(exp.dataset, exp.metric_arch, recipe=exp.teacher_recipe, seed=exp.teacher_seed + 1,
                               data_root=data_root, runs_root=runs_root, device=device, progress=progress,
-                              download=download)
+                              download=download, holdout=exp.holdout)
     return net, record, f"evaluator {exp.metric_arch}"
 
 
 def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_root: str | Path = "data",
                    runs_root: str | Path | None = None, progress: bool = True, download: bool = False,
                    log=print) -> dict:
-    """Run (or resume) ``exp`` and return ``{"config", "teacher_acc", "accuracy", "diversity", "timing", "dirs"}``."""
+    """Run (or resume) ``exp`` and return ``{"config", "teacher_acc", "accuracy", "diversity", "timing", "dirs"}``.
+
+    ``accuracy`` is on the test split, or on the validation split when ``exp.validation_per_class > 0``
+    (``eval_split`` says which)."""
     device = torch.device(device)
-    train_set = load_dataset(exp.dataset, split="train", root=data_root, download=download)
-    test_set = load_dataset(exp.dataset, split="test", root=data_root, download=download)
+    # test_set: what students are scored on (the validation split when holding one out)
+    train_set, test_set = training_split(exp.dataset, holdout=exp.holdout, data_root=data_root, download=download)
     info = train_set.info
+    eval_split = "test" if exp.holdout is None else f"validation ({exp.validation_per_class}/class, seed {exp.validation_seed})"
 
     teacher, trec = get_teacher(exp.dataset, exp.teacher_arch, recipe=exp.teacher_recipe, seed=exp.teacher_seed,
-                                data_root=data_root, runs_root=runs_root, device=device, progress=progress)
+                                data_root=data_root, runs_root=runs_root, device=device, progress=progress,
+                                holdout=exp.holdout)
     log(f"teacher {exp.teacher_arch} ({exp.teacher_recipe}): test accuracy {trec['test_acc']:.2f}%")
     teacher_key = config_hash(trec["config"])
 
@@ -152,7 +164,8 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     teachers, banks, keys = [teacher], [bank], [teacher_key]
     for arch in archs[1:]:
         net, rec = get_teacher(exp.dataset, arch, recipe=exp.teacher_recipe, seed=exp.teacher_seed,
-                               data_root=data_root, runs_root=runs_root, device=device, progress=progress)
+                               data_root=data_root, runs_root=runs_root, device=device, progress=progress,
+                               holdout=exp.holdout)
         log(f"teacher {arch} ({exp.teacher_recipe}): test accuracy {rec['test_acc']:.2f}%")
         teachers.append(net)
         banks.append(cached_bank(net, rec, train_set, per_class=exp.bank_per_class, device=device,
@@ -161,7 +174,7 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     # keyed by the method's resolved settings, so {"r_bn": 1.0} and {"r_bn": 1.0, "jitter": 4} share a cache
     syn_config = {"teacher": teacher_key, "bank": bank_dir.name, "method": exp.method,
                   "method_settings": dataclasses.asdict(method), "synthesis": dataclasses.asdict(exp.synthesis),
-                  "dire": dataclasses.asdict(exp.dire)}
+                  "dire": config_dict(exp.dire)}
     if len(teachers) > 1:
         syn_config["teachers"] = keys
     syn_dir = run_dir("synthetic", syn_config, root=runs_root)
@@ -179,14 +192,15 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
         recipe = dataclasses.replace(recipe, epochs=max(1, round(recipe.epochs * student["epoch_scale"])))
     labeller = Ensemble(teachers) if student.get("ensemble") and len(teachers) > 1 else teacher
     protocol = exp.protocol or method.protocol
+    split_key = {} if exp.holdout is None else {"eval_split": eval_split}  # absent for the test split: old keys hold
     if protocol == "dc":  # hard labels, SGD, DSA (DC/DM/MTT); MTT's learned syn_lr is the lr
         zca = Experts(method.experts_dir).zca() if isinstance(method, MTT) else None
         acc = evaluate_dc(synthetic, test_set=test_set, seeds=exp.student_seeds, arch=exp.student_arch, zca=zca,
-                          device=device, cache_key={"synthetic": syn_dir.name}, runs_root=runs_root, **epochs)
+                          device=device, cache_key={"synthetic": syn_dir.name, **split_key}, runs_root=runs_root, **epochs)
     elif protocol == "soft":
         acc = evaluate_synthetic(synthetic, teacher=labeller, test_set=test_set, seeds=exp.student_seeds,
                                  arch=exp.student_arch, recipe=recipe, device=device,
-                                 cache_key={"synthetic": syn_dir.name,
+                                 cache_key={"synthetic": syn_dir.name, **split_key,
                                             "teacher": teacher_key if labeller is teacher else keys},
                                  runs_root=runs_root)
     else:
@@ -203,7 +217,7 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
 
     result = {"config": exp.config(), "teacher_acc": trec["test_acc"], "teachers": archs,
               "student_recipe": dataclasses.asdict(recipe) if protocol == "soft" else None, "protocol": protocol,
-              "accuracy": acc, "diversity": diversity,
+              "eval_split": eval_split, "accuracy": acc, "diversity": diversity,
               "metric_network": metric_name, "timing": timing,
               "dirs": {"teacher": trec["dir"], "synthetic": str(syn_dir)}}
     exp_dir = run_dir("experiment", {"synthetic": syn_dir.name, "config": exp.config()}, root=runs_root)

@@ -19,10 +19,31 @@ All classes of a batch are computed together (padded per-class tensors, batched
 matmuls), with closed forms where they exist:
 ``sum_{i != j} cos = ||sum_i ẑ_i||² - n`` and ``mean_{i,j} cos(z_i, r_j) = mean_i ẑ_i · mean_j r̂_j``.
 EDM (a mean of norms) has no closed form: it uses one batched distance matrix.
+
+Two terms beyond the paper (its open questions):
+
+* ``"logdet"``, a DPP-style alternative to CD. With K_c = Ẑ_c Ẑ_cᵀ the n × n cosine kernel of the class's
+  synthetic embeddings,
+
+      LD_c = -(1/n) [log det(K_c + εI) - n log(1 + ε)]
+
+  By Hadamard's inequality det(K + εI) <= (1 + ε)^n, so LD_c >= 0, with 0 exactly when the n embeddings are
+  pairwise orthogonal; it grows as they span less volume (log det is the log squared volume of the set, the
+  DPP log-likelihood). CD only sees pairs, so n embeddings on a low-dimensional subspace with small pairwise
+  cosines still score well; LD penalises any near-linear dependence. The ridge ε (default 0.1) keeps K + εI
+  positive definite (smallest eigenvalue >= ε), so the Cholesky factor exists and the term stays finite when
+  embeddings coincide: LD_c <= log((1 + ε)/ε), |∂LD/∂K| <= 1/(nε). Dividing by n puts it per image, on CD's
+  scale (for 10 embeddings at pairwise cosine 0.6, LD = 0.53 and CD = 0.6). It takes CD's place under r_c.
+* An EDM coreset (:meth:`RealBank.coreset`): k-means centres of each class's real embeddings weighted by
+  their cluster sizes, EDM_c ≈ Σ_i Σ_k w_k ||z_i - μ_k|| / (n Σ_k w_k). By Jensen each centre's distance
+  is at most its cluster's mean distance, so the coreset value is a lower bound that tightens as k grows;
+  ``benchmarks/edm_coreset.py`` measures its error and speed-up. CD and CDM stay exact (their closed forms
+  need only the per-class mean of the real unit vectors, which the coreset keeps).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -30,7 +51,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-TERMS = ("cd", "cdm", "edm")
+TERMS = ("cd", "cdm", "edm")  # the paper's terms, the default
+ALL_TERMS = TERMS + ("logdet",)  # with the log-det (DPP) alternative to CD
 
 
 @dataclass
@@ -40,6 +62,7 @@ class RealBank:
     ``emb`` [C, m_max, d] (rows past ``count[c]`` are zero), ``count`` [C],
     ``sq_norm`` [C, m_max] = ||r||², ``unit_mean`` [C, d] = mean_j r̂_j.
     Classes absent from the source get count 0 and are rejected when used.
+    ``weight`` [C, m_max] (a coreset's cluster sizes) weights each row in EDM; None = every row counts once.
     """
 
     emb: torch.Tensor
@@ -47,6 +70,7 @@ class RealBank:
     sq_norm: torch.Tensor
     unit_mean: torch.Tensor
     classes: tuple[int, ...]
+    weight: torch.Tensor | None = None
     _selection: tuple[torch.Tensor, "RealBank"] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -79,7 +103,8 @@ class RealBank:
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "RealBank":
         cast = lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() and dtype else t.dtype)  # noqa: E731
-        return RealBank(cast(self.emb), self.count.to(device), cast(self.sq_norm), cast(self.unit_mean), self.classes)
+        return RealBank(cast(self.emb), self.count.to(device), cast(self.sq_norm), cast(self.unit_mean), self.classes,
+                        None if self.weight is None else cast(self.weight))
 
     def select(self, classes: torch.Tensor) -> "RealBank":
         """The bank restricted to ``classes`` (row k = class ``classes[k]``).
@@ -91,35 +116,63 @@ class RealBank:
         if cached is not None and cached[0].shape == classes.shape and torch.equal(cached[0], classes):
             return cached[1]
         sub = RealBank(self.emb[classes], self.count[classes], self.sq_norm[classes], self.unit_mean[classes],
-                       tuple(range(len(classes))))
+                       tuple(range(len(classes))), None if self.weight is None else self.weight[classes])
         self._selection = (classes.clone(), sub)
         return sub
+
+    def coreset(self, k: int, *, seed: int = 0) -> "RealBank":
+        """A bank of at most ``k`` k-means centres per class (scikit-learn ``KMeans``, one seeded init),
+        weighted by their cluster sizes, for an approximate, cheaper EDM; ``unit_mean`` stays the exact one,
+        so CD and CDM are unchanged. A class with at most ``k`` embeddings keeps them as they are."""
+        from sklearn.cluster import KMeans
+
+        if k < 1:
+            raise ValueError(f"coreset size must be >= 1 centre per class; got {k}")
+        if self.weight is not None:
+            raise ValueError("this bank is already a coreset; build the coreset from the full bank")
+        C, d = self.emb.shape[0], self.emb.shape[-1]
+        k_max = min(k, int(self.count.max()))
+        emb = self.emb.new_zeros(C, k_max, d)
+        weight = self.emb.new_zeros(C, k_max)
+        count = torch.zeros_like(self.count)
+        for c in self.classes:
+            real = self.emb[c, : self.count[c]]
+            if len(real) <= k:
+                centres, sizes = real, torch.ones(len(real), dtype=real.dtype, device=real.device)
+            else:
+                fit = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(real.detach().cpu().double().numpy())
+                centres = torch.as_tensor(fit.cluster_centers_, dtype=real.dtype, device=real.device)
+                sizes = torch.bincount(torch.as_tensor(fit.labels_), minlength=k).to(real)
+                centres, sizes = centres[sizes > 0], sizes[sizes > 0]  # KMeans can leave a cluster empty
+            emb[c, : len(centres)], weight[c, : len(centres)], count[c] = centres, sizes, len(centres)
+        return RealBank(emb, count, (emb * emb).sum(-1), self.unit_mean.clone(), self.classes, weight)
 
     def as_dict(self) -> dict[int, torch.Tensor]:
         return {c: self.emb[c, : self.count[c]] for c in self.classes}
 
 
 class _DistanceSum(torch.autograd.Function):
-    """Per-class sum of ||z_i - r_j|| over the kept (i, j) pairs: one batched GEMM forward, one backward.
+    """Per-class sum of s_ij ||z_i - r_j|| (s: 0/1 for kept pairs, or a coreset's cluster sizes):
+    one batched GEMM forward, one backward.
 
     Pairs at distance 0 (a synthetic embedding on a real one, e.g. after real init) count 0 with
-    gradient 0 rather than NaN. ``d/dz_i sum_j ||z_i - r_j|| = sum_j (z_i - r_j) / ||z_i - r_j||``.
+    gradient 0 rather than NaN. ``d/dz_i sum_j s_ij ||z_i - r_j|| = sum_j s_ij (z_i - r_j) / ||z_i - r_j||``.
     """
 
     @staticmethod
-    def forward(ctx, Zp: torch.Tensor, R: torch.Tensor, r_sq: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, Zp: torch.Tensor, R: torch.Tensor, r_sq: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         # bmm then in-place adds: faster than baddbmm for these skinny shapes on MKL (measured)
         sq = torch.bmm(Zp, R.transpose(1, 2)).mul_(-2).add_((Zp * Zp).sum(-1, keepdim=True)).add_(r_sq)
-        live = keep & (sq > 0)
-        dist = sq.clamp_min_(0).sqrt_().mul_(live)
-        ctx.save_for_backward(Zp, R, dist, live)
-        return dist.sum((1, 2))
+        scale = torch.where(sq > 0, scale, 0.0)
+        dist = sq.clamp_min_(0).sqrt_()
+        ctx.save_for_backward(Zp, R, dist, scale)
+        return (dist * scale).sum((1, 2))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        Zp, R, dist, live = ctx.saved_tensors
-        w = torch.where(live, grad[:, None, None] / torch.where(live, dist, torch.ones_like(dist)), 0.0)
+        Zp, R, dist, scale = ctx.saved_tensors
+        w = grad[:, None, None] * scale / torch.where(scale != 0, dist, torch.ones_like(dist))
         return w.sum(-1, keepdim=True) * Zp - torch.bmm(w, R), None, None, None
 
 
@@ -140,19 +193,20 @@ def _pad(x: torch.Tensor, slot: torch.Tensor, pos: torch.Tensor, classes: int, n
 
 
 def batched_terms(z: torch.Tensor, labels: torch.Tensor, bank: RealBank, *, official: bool = False,
-                  terms: Sequence[str] = TERMS) -> dict[str, torch.Tensor]:
-    """Per-class CD, CDM and EDM for every class present in ``labels``.
+                  terms: Sequence[str] = TERMS, logdet_eps: float = 0.1) -> dict[str, torch.Tensor]:
+    """Per-class CD, CDM, EDM and LD (``"logdet"``) for every class present in ``labels``.
 
-    Returns ``{"classes": [K], "cd": [K], "cdm": [K], "edm": [K]}`` (only the requested terms).
+    Returns ``{"classes": [K], "cd": [K], "cdm": [K], "edm": [K], "logdet": [K]}`` (only the requested terms).
     """
     if z.dim() != 2 or labels.shape != (len(z),):
         raise ValueError(f"expected z [N, d] and labels [N]; got z {tuple(z.shape)} and labels {tuple(labels.shape)}")
     if bank.emb.shape[-1] != z.shape[1]:
         raise ValueError(f"synthetic embeddings are {z.shape[1]}-d but the real bank is {bank.emb.shape[-1]}-d; "
                          "build the bank with the same network and layer")
-    unknown = [t for t in terms if t not in TERMS]
-    if unknown:
-        raise ValueError(f"unknown DiRe terms {unknown}; expected a subset of {TERMS}")
+    _check_terms(terms)
+    if official and bank.weight is not None and "edm" in terms:
+        raise ValueError("official=True pairs the i-th synthetic with the i-th real embedding, which a coreset bank "
+                         "does not have; use official=False with an EDM coreset")
     if bank.emb.device != z.device or bank.emb.dtype != z.dtype:
         bank = bank.to(z.device, z.dtype)
     classes, slot, pos, n = _group(labels)
@@ -198,32 +252,62 @@ def batched_terms(z: torch.Tensor, labels: torch.Tensor, bank: RealBank, *, offi
         keep = (ar_n[None, :, None] < n[:, None, None]) & (ar_m[None, None, :] < m[:, None, None])
         if official:
             keep = keep & (ar_n[None, :, None] != ar_m[None, None, :])
-        total = _DistanceSum.apply(Zp, sub.emb[:, :m_max], sub.sq_norm[:, None, :m_max], keep)
-        out["edm"] = total / (nf * mf)
+        scale, mass = keep.to(z.dtype), mf
+        if sub.weight is not None:  # a coreset: each centre stands for its cluster's embeddings
+            scale, mass = scale * sub.weight[:, None, :m_max], sub.weight.sum(1)
+        total = _DistanceSum.apply(Zp, sub.emb[:, :m_max], sub.sq_norm[:, None, :m_max], scale)
+        out["edm"] = total / (nf * mass)
+
+    if "logdet" in terms:
+        if logdet_eps <= 0:
+            raise ValueError(f"logdet_eps must be > 0 (it keeps K + εI positive definite); got {logdet_eps}")
+        n_max = int(n.max())
+        Zh = _pad(zhat, slot, pos, len(classes), n_max).double()  # float64: the Cholesky of n × n is cheap
+        pad = torch.arange(n_max, device=z.device)[None, :] >= n[:, None]
+        # padded rows get K_ii + ε = 1 + ε and no off-diagonal entries: each adds exactly log(1 + ε), removed below
+        A = torch.bmm(Zh, Zh.transpose(1, 2)) + torch.diag_embed(logdet_eps + pad.double())
+        L, info = torch.linalg.cholesky_ex(A)
+        if bool((info != 0).any()):  # cannot happen for K PSD and ε > 0 unless the input has NaN or inf
+            raise ValueError("log-det term: K + εI is not positive definite; check the embeddings for NaN or inf")
+        logdet = 2 * torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(1)
+        out["logdet"] = (-(logdet - n_max * math.log1p(logdet_eps)) / n.double()).to(z.dtype)
     return out
 
 
-def class_terms(z: torch.Tensor, r: torch.Tensor, *, official: bool = False) -> dict[str, torch.Tensor]:
-    """CD, CDM and EDM of one class: ``z`` [n, d] synthetic, ``r`` [m, d] real embeddings.
+def _check_terms(terms: Sequence[str]) -> None:
+    unknown = [t for t in terms if t not in ALL_TERMS]
+    if unknown:
+        raise ValueError(f"unknown DiRe terms {unknown}; expected a subset of {ALL_TERMS}")
 
-    Returns scalar tensors under ``"cd"``, ``"cdm"``, ``"edm"``; with n = 1 CD is 0.
+
+def class_terms(z: torch.Tensor, r: torch.Tensor, *, official: bool = False, logdet_eps: float = 0.1
+                ) -> dict[str, torch.Tensor]:
+    """CD, CDM, EDM and LD of one class: ``z`` [n, d] synthetic, ``r`` [m, d] real embeddings.
+
+    Returns scalar tensors under ``"cd"``, ``"cdm"``, ``"edm"``, ``"logdet"``; with n = 1 CD and LD are 0.
     """
     if z.dim() != 2 or r.dim() != 2 or z.shape[1] != r.shape[1] or len(z) == 0 or len(r) == 0:
         raise ValueError(f"expected z [n, d] and r [m, d] with n, m >= 1 and one d; got {tuple(z.shape)} and {tuple(r.shape)}")
     bank = RealBank.from_dict({0: r.to(z.device, z.dtype)})
-    terms = batched_terms(z, torch.zeros(len(z), dtype=torch.long, device=z.device), bank, official=official)
-    return {t: terms[t][0] for t in TERMS}
+    terms = batched_terms(z, torch.zeros(len(z), dtype=torch.long, device=z.device), bank, official=official,
+                          terms=ALL_TERMS, logdet_eps=logdet_eps)
+    return {t: terms[t][0] for t in ALL_TERMS}
 
 
 class DiRe(nn.Module):
-    """``weight * Σ_c [r_c * (CD_c + CDM_c) + r_e * EDM_c]`` over the classes of a batch.
+    """``weight * Σ_c [r_c * (CD_c + CDM_c) + r_e * EDM_c]`` over the classes of a batch
+    (``r_c * LD_c`` in CD's place or beside it when ``"logdet"`` is among the terms).
 
     Args:
-        r_c: weight of the two cosine terms (release: 1.0).
+        r_c: weight of the cosine terms, CD, CDM and LD (release: 1.0).
         r_e: weight of the Euclidean anchor term (release: 0.01).
         weight: overall multiplier ``w`` (release: 0.1).
         official: use the release's diagonal arithmetic instead of the exact definition.
-        terms: which of ``("cd", "cdm", "edm")`` are on; the ablation switches them.
+        terms: which of ``("cd", "cdm", "edm", "logdet")`` are on (default the paper's three); the ablation
+            switches them.
+        logdet_eps: the ridge ε of the log-det term (see the module docstring).
+        edm_coreset: EDM against at most this many k-means centres per class (weighted by cluster size)
+            instead of every real embedding; None = exact. Built once per bank (seed 0) and kept.
 
     ``forward(z, labels, real)``: synthetic embeddings [N, d], their labels [N], and
     the real embeddings as a dict class -> [m, d] tensor or a :class:`RealBank`
@@ -231,40 +315,43 @@ class DiRe(nn.Module):
     """
 
     def __init__(self, r_c: float = 1.0, r_e: float = 0.01, weight: float = 0.1, official: bool = False,
-                 terms: Sequence[str] = TERMS):
+                 terms: Sequence[str] = TERMS, logdet_eps: float = 0.1, edm_coreset: int | None = None):
         super().__init__()
-        unknown = [t for t in terms if t not in TERMS]
-        if unknown:
-            raise ValueError(f"unknown DiRe terms {unknown}; expected a subset of {TERMS}")
+        _check_terms(terms)
+        if logdet_eps <= 0:
+            raise ValueError(f"logdet_eps must be > 0 (it keeps K + εI positive definite); got {logdet_eps}")
+        if edm_coreset is not None and (edm_coreset < 1 or official):
+            raise ValueError(f"edm_coreset must be None or >= 1 centre per class, with official=False; "
+                             f"got {edm_coreset} (official={official})")
         self.r_c, self.r_e, self.weight, self.official = r_c, r_e, weight, official
-        self.terms = tuple(t for t in TERMS if t in terms)
+        self.logdet_eps, self.edm_coreset = logdet_eps, edm_coreset
+        self.terms = tuple(t for t in ALL_TERMS if t in terms)
         self._bank_cache: tuple[RealBank, torch.device, torch.dtype, RealBank] | None = None
 
     def _bank(self, real: RealBank | Mapping[int, torch.Tensor], z: torch.Tensor) -> RealBank:
-        if isinstance(real, RealBank):
-            bank = real
-        else:
-            bank = RealBank.from_dict(real)
-        if bank.emb.device == z.device and bank.emb.dtype == z.dtype:
+        bank = real if isinstance(real, RealBank) else RealBank.from_dict(real)
+        if bank.emb.device == z.device and bank.emb.dtype == z.dtype and self.edm_coreset is None:
             return bank
-        # keep one device/dtype copy of a RealBank so it is not moved every step
+        # keep one device/dtype (and coreset) copy of a RealBank so it is not rebuilt every step
         cache = self._bank_cache
         if cache is None or cache[0] is not bank or cache[1] != z.device or cache[2] != z.dtype:
-            self._bank_cache = cache = (bank, z.device, z.dtype, bank.to(z.device, z.dtype))
+            use = bank.coreset(self.edm_coreset) if self.edm_coreset is not None and "edm" in self.terms else bank
+            self._bank_cache = cache = (bank, z.device, z.dtype, use.to(z.device, z.dtype))
         return cache[3]
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor, real: RealBank | Mapping[int, torch.Tensor]) -> torch.Tensor:
         if not self.terms:
             return z.new_zeros(())
-        terms = batched_terms(z, labels, self._bank(real, z), official=self.official, terms=self.terms)
+        terms = batched_terms(z, labels, self._bank(real, z), official=self.official, terms=self.terms,
+                              logdet_eps=self.logdet_eps)
+        weights = {"cd": self.r_c, "cdm": self.r_c, "logdet": self.r_c, "edm": self.r_e}
         loss = z.new_zeros(())
-        if "cd" in terms:
-            loss = loss + self.r_c * terms["cd"].sum()
-        if "cdm" in terms:
-            loss = loss + self.r_c * terms["cdm"].sum()
-        if "edm" in terms:
-            loss = loss + self.r_e * terms["edm"].sum()
+        for term in self.terms:
+            loss = loss + weights[term] * terms[term].sum()
         return self.weight * loss
 
     def extra_repr(self) -> str:
-        return f"r_c={self.r_c}, r_e={self.r_e}, weight={self.weight}, official={self.official}, terms={self.terms}"
+        extra = f", logdet_eps={self.logdet_eps}" if "logdet" in self.terms else ""
+        extra += f", edm_coreset={self.edm_coreset}" if self.edm_coreset is not None else ""
+        return (f"r_c={self.r_c}, r_e={self.r_e}, weight={self.weight}, official={self.official}, "
+                f"terms={self.terms}{extra}")

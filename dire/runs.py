@@ -20,9 +20,16 @@ import torch
 DEFAULT_ROOT = Path(os.environ.get("DIRE_RUNS", "runs"))
 
 
+def added_field(default: Any) -> Any:
+    """A dataclass field added after run folders already existed: left out of configs (and so of their hashes)
+    while it holds ``default``, so adding it keeps every cached run valid."""
+    return dataclasses.field(default=default, metadata={"omit_default": True})
+
+
 def _jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (f.metadata.get("omit_default") and getattr(value, f.name) == f.default)}
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):
@@ -30,6 +37,11 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def config_dict(config: Any) -> Any:
+    """``config`` as plain JSON-able data (dataclasses become dicts without their :func:`added_field` defaults)."""
+    return _jsonable(config)
 
 
 def config_hash(config: Any, length: int = 12) -> str:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from dire.data import load_dataset
+from dire.data import load_dataset, validation_split
 from dire.models import Classifier, build_model
 from dire.runs import atomic_save, load, read_json, run_dir, write_json
 from dire.train import Recipe, accuracy, fit, get_recipe, loader, make_optimizer
@@ -27,20 +27,39 @@ from dire.train import Recipe, accuracy, fit, get_recipe, loader, make_optimizer
 _STUDENT_ONLY = ("loss", "ce_weight")
 
 
-def teacher_config(dataset: str, arch: str, recipe: Recipe, seed: int) -> dict:
+def teacher_config(dataset: str, arch: str, recipe: Recipe, seed: int, holdout: tuple[int, int] | None = None) -> dict:
     fields = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in _STUDENT_ONLY}
-    return {"stage": "teacher", "dataset": dataset, "arch": arch, "recipe": fields, "seed": seed}
+    config = {"stage": "teacher", "dataset": dataset, "arch": arch, "recipe": fields, "seed": seed}
+    if holdout is not None:  # only when set, so teachers cached before holdouts existed keep their keys
+        config["holdout"] = {"per_class": holdout[0], "seed": holdout[1]}
+    return config
+
+
+def training_split(dataset: str, *, holdout: tuple[int, int] | None = None, data_root: str | Path = "data",
+                   download: bool = False):
+    """``(train, evaluation)`` splits: the training and test splits, or with ``holdout = (per_class, seed)``
+    the training split less a per-class validation split, and that validation split
+    (:func:`dire.data.validation_split`)."""
+    train = load_dataset(dataset, split="train", root=data_root, download=download)
+    if holdout is None:
+        return train, load_dataset(dataset, split="test", root=data_root, download=download)
+    return validation_split(train, holdout[0], seed=holdout[1])
 
 
 def get_teacher(dataset: str, arch: str = "convnet_bn", *, recipe: str | Recipe = "cpu", seed: int = 0,
                 data_root: str | Path = "data", runs_root: str | Path | None = None, device: str | torch.device = "cpu",
-                workers: int = 0, progress: bool = True, download: bool = False, **recipe_overrides) -> tuple[Classifier, dict]:
+                workers: int = 0, progress: bool = True, download: bool = False,
+                holdout: tuple[int, int] | None = None, **recipe_overrides) -> tuple[Classifier, dict]:
     """Return the trained teacher (eval mode, on ``device``) and its record
-    ``{"dir", "config", "test_acc"}``; trains it first if no cached copy exists."""
+    ``{"dir", "config", "test_acc"}``; trains it first if no cached copy exists.
+
+    ``holdout = (per_class, seed)`` trains it without that validation split (see :func:`training_split`), so
+    settings chosen on the split never saw it; its reported accuracy is still on the test split, and no
+    choice is made from that number."""
     recipe = get_recipe(recipe, student=False, **recipe_overrides)
-    config = teacher_config(dataset, arch, recipe, seed)
+    config = teacher_config(dataset, arch, recipe, seed, holdout)
     folder = run_dir("teacher", config, root=runs_root)
-    train_set = load_dataset(dataset, split="train", root=data_root, download=download)
+    train_set = training_split(dataset, holdout=holdout, data_root=data_root, download=download)[0]
     info = train_set.info
     torch.manual_seed(seed)
     model = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size).to(device)

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from dire.data import DatasetInfo, ImageDataset
 from dire.regularizer import TERMS, DiRe, RealBank
-from dire.runs import atomic_save, load
+from dire.runs import added_field, atomic_save, load
 
 
 @dataclass
@@ -45,12 +45,15 @@ class DiReConfig:
     r_e: float = 0.01  # weight of EDM
     weight: float = 0.1  # overall multiplier w
     official: bool = False  # the release's diagonal arithmetic instead of the exact definition
-    terms: tuple[str, ...] = TERMS  # which of cd, cdm, edm are on
+    terms: tuple[str, ...] = TERMS  # which of cd, cdm, edm (and logdet, the DPP alternative to cd) are on
+    logdet_eps: float = added_field(0.1)  # ridge ε of the log-det term
+    edm_coreset: int | None = added_field(None)  # EDM against k-means centres per class (None = exact)
 
     def module(self) -> DiRe | None:
         if not self.enabled:
             return None
-        return DiRe(r_c=self.r_c, r_e=self.r_e, weight=self.weight, official=self.official, terms=self.terms)
+        return DiRe(r_c=self.r_c, r_e=self.r_e, weight=self.weight, official=self.official, terms=self.terms,
+                    logdet_eps=self.logdet_eps, edm_coreset=self.edm_coreset)
 
 
 @dataclass
