@@ -1,8 +1,11 @@
-"""Command line: ``dire condense`` runs one experiment and prints accuracy and diversity.
+"""Command line: ``dire condense`` runs one experiment and prints accuracy and diversity; ``dire compare``
+tabulates baseline vs + DiRe over seeds; ``dire sweep`` chooses DiRe's weights on a validation split;
+``dire reproduce`` runs the notebooks of a profile.
 
 Example::
 
     dire condense --dataset fashion-mnist --method sre2l --dire on --ipc 10 --seed 0
+    dire sweep --dataset digits --grid weight=0.1,1.0 --grid r_e=0,0.01 --validation-per-class 10 --out w.json
 """
 
 from __future__ import annotations
@@ -51,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment_options(cmp)
     cmp.add_argument("--seeds", default="0,1,2", help="seed s = synthesis seed s and student seed s")
     cmp.add_argument("--out", default="figures/cli/compare", help="table path without extension (.csv and .md)")
+    sw = sub.add_parser("sweep", help="choose DiRe's weights (w, r_c, r_e) on a validation split held out of the "
+                        "training set; writes the chosen weights for the profiles", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_experiment_options(sw)
+    sw.add_argument("--grid", type=_key_value, action="append", default=[], metavar="AXIS=V1,V2,...",
+                    help="values to try for weight, r_c or r_e (repeatable; default weight=0.03,0.1,0.3,1.0 "
+                         "r_c=1.0 r_e=0.0,0.01,0.1)")
+    sw.add_argument("--seeds", default="0", help="seeds per grid point")
+    sw.add_argument("--validation-per-class", type=_positive(int), default=500,
+                    help="training images per class held out for choosing (never the test split)")
+    sw.add_argument("--validation-seed", type=int, default=0)
+    sw.add_argument("--out", default="figures/cli/selected_weights.json", help="the chosen weights (JSON)")
+    sw.add_argument("--table", default="figures/cli/sweep", help="table path without extension (.csv and .md)")
     rep = sub.add_parser("reproduce", help="run the paper notebooks headless (papermill) for a profile",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     rep.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
@@ -168,6 +183,25 @@ def main(argv: list[str] | None = None) -> int:
             print(format_result(result))
             if args.json:
                 write_json(args.json, result)
+        elif args.command == "sweep":
+            from dire.sweep import DEFAULT_GRID, select, sweep, sweep_markdown, write_selection
+            from dire.tables import rows_to_csv
+            from dire.runs import atomic_write_text
+
+            grid = dict(DEFAULT_GRID)
+            for axis, values in args.grid:
+                grid[axis] = tuple(values) if isinstance(values, (tuple, list)) else (values,)
+            rows = sweep(exp, grid=grid, seeds=_seeds(args.seeds, "--seeds"),
+                         validation_per_class=args.validation_per_class, validation_seed=args.validation_seed,
+                         log=log, **where)
+            chosen = select(rows)
+            write_selection(args.out, chosen, rows, base=exp, validation_per_class=args.validation_per_class,
+                            validation_seed=args.validation_seed, command="dire " + " ".join(argv or sys.argv[1:]))
+            atomic_write_text(f"{args.table}.csv", rows_to_csv(rows))
+            atomic_write_text(f"{args.table}.md", sweep_markdown(rows))
+            print(sweep_markdown(rows))
+            print(f"chosen: w {chosen['weight']:g}, r_c {chosen['r_c']:g}, r_e {chosen['r_e']:g} (validation accuracy "
+                  f"{chosen['val_acc']:.2f}; baseline {chosen['baseline_val_acc']:.2f}) -> {args.out}")
         elif args.command == "compare":
             from dire.tables import compare, to_markdown, write_table
 

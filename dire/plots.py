@@ -31,6 +31,7 @@ from matplotlib.lines import Line2D
 __all__ = [
     "FORMATS",
     "bar_chart",
+    "heatmap",
     "image_grid",
     "save_figure",
     "set_style",
@@ -408,4 +409,53 @@ def bar_chart(
         ax.legend(title=hue, frameon=False)
     if title:
         ax.set_title(title)
+    return fig
+
+
+def heatmap(
+    table: Sequence[Mapping[str, Any]],
+    *,
+    x: str,
+    y: str,
+    value: str,
+    facet: str | None = None,
+    fmt: str = ".1f",
+    title: str | None = None,
+    cmap: str = "viridis",
+    figsize_per_panel: tuple[float, float] = (3.2, 2.6),
+) -> Figure:
+    """Annotated heat map of ``value`` over the ``x`` × ``y`` grid of a table (list of row dicts), one panel
+    per distinct ``facet`` value; all panels share one colour scale. Rows lacking a cell are left blank.
+
+    Each ``(facet, x, y)`` must appear at most once; ``value`` must be a number (e.g. a flattened mean).
+    """
+    facets = _ordered_unique([row[facet] for row in table]) if facet else [None]
+    xs = sorted(_ordered_unique([row[x] for row in table]))
+    ys = sorted(_ordered_unique([row[y] for row in table]))
+    grids = {f: np.full((len(ys), len(xs)), np.nan) for f in facets}
+    for row in table:
+        grid = grids[row[facet] if facet else None]
+        i, j = ys.index(row[y]), xs.index(row[x])
+        if not np.isnan(grid[i, j]):
+            raise ValueError(f"heatmap: more than one row for {x}={row[x]!r}, {y}={row[y]!r}")
+        grid[i, j] = float(row[value])
+    finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    fig, axes = plt.subplots(1, len(facets), figsize=(figsize_per_panel[0] * len(facets), figsize_per_panel[1]),
+                             layout="constrained", squeeze=False)
+    for ax, f in zip(axes[0], facets):
+        image = ax.imshow(grids[f], origin="lower", cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1, aspect="auto")
+        for (i, j), v in np.ndenumerate(grids[f]):
+            if np.isfinite(v):  # dark text on the bright end of the scale
+                ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7,
+                        color="black" if hi > lo and (v - lo) / (hi - lo) > 0.6 else "white")
+        ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
+        ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        if facet:
+            ax.set_title(f"{facet} = {f:g}" if isinstance(f, (int, float)) else f"{facet} = {f}")
+    fig.colorbar(image, ax=axes[0].tolist(), label=value, shrink=0.9)
+    if title:
+        fig.suptitle(title)
     return fig

@@ -46,20 +46,42 @@ def run_seeds(exp: Experiment, seeds: Sequence[int], **run_kwargs) -> dict:
 
 
 def compare(base: Experiment, *, seeds: Sequence[int] = (0, 1, 2), methods: Sequence[str] | None = None,
-            overrides: dict[str, dict] | None = None, log: Callable[[str], None] = print, **run_kwargs) -> list[dict]:
-    """Rows of method × {baseline, + DiRe} for ``base`` (its ``dire`` settings give the + DiRe row);
-    ``overrides[method]`` holds that method's own settings (see :func:`dire.pipeline.with_method`)."""
+            overrides: dict[str, dict] | None = None, variants: dict[str, dict] | None = None,
+            log: Callable[[str], None] = print, **run_kwargs) -> list[dict]:
+    """Rows of method × {baseline, + DiRe, + DiRe (variant) ...} for ``base`` (its ``dire`` settings give the
+    + DiRe row); ``overrides[method]`` holds that method's own settings (see :func:`dire.pipeline.with_method`).
+
+    ``variants`` adds rows named ``+ DiRe (<name>)``: each maps to DiRe settings for
+    :func:`dire.sweep.resolve_dire` (e.g. ``{"weights_file": ...}`` or ``{"terms": ["logdet", "cdm", "edm"]}``)
+    plus an optional ``methods`` list restricting which methods get the row.
+    """
+    from dire.sweep import resolve_dire
+
+    variants = dict(variants or {})
+    for name, spec in variants.items():
+        unknown = [m for m in spec.get("methods", []) if m not in (methods or [base.method])]
+        if unknown:
+            raise ValueError(f"DiRe variant {name!r} names methods {unknown} that are not compared; "
+                             f"expected some of {list(methods or [base.method])}")
     rows = []
     for method in methods or [base.method]:
-        for enabled in (False, True):
-            exp = with_method(base, method, (overrides or {}).get(method))
-            exp = dataclasses.replace(exp, dire=dataclasses.replace(base.dire, enabled=enabled))
-            label = f"{method}{' + DiRe' if enabled else ''}"
+        settings = [("", dataclasses.replace(base.dire, enabled=False)), ("", dataclasses.replace(base.dire, enabled=True))]
+        settings += [(name, resolve_dire(base.dire, {k: v for k, v in spec.items() if k != "methods"}))
+                     for name, spec in variants.items() if method in spec.get("methods", [method])]
+        for variant, dire in settings:
+            exp = dataclasses.replace(with_method(base, method, (overrides or {}).get(method)), dire=dire)
+            label = f"{method}{' + DiRe' if dire.enabled else ''}{f' ({variant})' if variant else ''}"
             log(f"== {label}: {base.dataset}, IPC {base.synthesis.ipc}, seeds {list(seeds)}")
             summary = run_seeds(exp, seeds, **run_kwargs)
-            rows.append({"method": method, "dire": enabled, "dataset": base.dataset, "ipc": base.synthesis.ipc,
-                         "seeds": len(seeds), **summary})
+            rows.append({"method": method, "dire": dire.enabled, "variant": variant, "dataset": base.dataset,
+                         "ipc": base.synthesis.ipc, "seeds": len(seeds), **summary})
     return rows
+
+
+def row_name(row: dict) -> str:
+    """``sre2l``, ``sre2l + DiRe`` or ``sre2l + DiRe (variant)``."""
+    variant = row.get("variant")
+    return f"{row['method']}{' + DiRe' if row['dire'] else ''}{f' ({variant})' if variant else ''}"
 
 
 def _pm(stat: dict, digits: int) -> str:
@@ -71,8 +93,7 @@ def to_markdown(rows: Sequence[dict]) -> str:
             "intra-class cos ↓ | synthesis ms/img |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:  # eval: "soft" = students on teacher soft labels, "dc" = the DC/DM/MTT hard-label protocol
-        name = f"{r['method']}{' + DiRe' if r['dire'] else ''}"
-        lines.append(f"| {name} | {r['dataset']} | {r['ipc']} | {r.get('protocol', 'soft')} | {_pm(r['acc_final'], 2)} | "
+        lines.append(f"| {row_name(r)} | {r['dataset']} | {r['ipc']} | {r.get('protocol', 'soft')} | {_pm(r['acc_final'], 2)} | "
                      f"{_pm(r['acc_best'], 2)} | "
                      f"{_pm(r['vendi'], 3)} | {_pm(r['coverage'], 3)} | {_pm(r['intra_class_cosine'], 3)} | "
                      f"{r['synthesis_s_per_image']['mean'] * 1e3:.0f} |")
@@ -88,9 +109,10 @@ def _csv(records: Sequence[dict], fields: Sequence[str]) -> str:
 
 
 def to_csv(rows: Sequence[dict]) -> str:
-    fields = ["method", "dire", "dataset", "ipc", "seeds", "teacher_acc", "protocol"]
+    fields = ["method", "dire", "variant", "dataset", "ipc", "seeds", "teacher_acc", "protocol"]
     stats = {f"{m}_{s}": (m, s) for m in METRICS for s in ("mean", "std")}
-    return _csv([{**{f: r.get(f, "soft" if f == "protocol" else None) for f in fields},
+    missing = {"protocol": "soft", "variant": ""}  # rows made before these columns existed
+    return _csv([{**{f: r.get(f, missing.get(f)) for f in fields},
                   **{k: r[m][s] for k, (m, s) in stats.items()}} for r in rows],
                 fields + list(stats))
 
@@ -106,6 +128,8 @@ def write_table(rows: Sequence[dict], path_stem: str | Path) -> tuple[Path, Path
 ABLATION = {  # variant name -> DiRe terms (None = DiRe off)
     "none": None, "CD": ("cd",), "CDM": ("cdm",), "EDM": ("edm",), "CD+CDM": ("cd", "cdm"),
     "CD+EDM": ("cd", "edm"), "CDM+EDM": ("cdm", "edm"), "all": ("cd", "cdm", "edm"),
+    # beyond the paper: the log-det (DPP) term alone and in CD's place
+    "LD": ("logdet",), "LD+CDM+EDM": ("logdet", "cdm", "edm"),
 }
 
 

@@ -61,9 +61,12 @@ def test_tables_render():
                                  "density", "synthesis_s_per_image")}}
     md = to_markdown([row])
     assert "| sre2l + DiRe | digits | 10 | soft | 1.00 ± 0.50 |" in md and md.count("\n") == 3  # no protocol: soft
-    assert to_csv([row]).splitlines()[1].startswith("sre2l,True,digits,10,3,98.0,soft,1.0,0.5")
+    assert to_csv([row]).splitlines()[1].startswith("sre2l,True,,digits,10,3,98.0,soft,1.0,0.5")
     dc = to_markdown([{**row, "method": "dm", "protocol": "dc"}])
     assert "| dm + DiRe | digits | 10 | dc | 1.00 ± 0.50 |" in dc
+    variant = {**row, "variant": "log-det"}
+    assert "| sre2l + DiRe (log-det) | digits |" in to_markdown([variant])
+    assert to_csv([variant]).splitlines()[1].startswith("sre2l,True,log-det,digits,")
 
 
 def test_cross_architecture_and_flat_tables():

@@ -152,3 +152,19 @@ def test_bar_chart_groups_and_rejects_duplicates():
     assert len(ax.patches) == 2 and [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
     with pytest.raises(ValueError, match="more than one row"):
         bar_chart(rows + [{"m": "a", "acc": 2.0}], x="m", y="acc")
+
+
+def test_heatmap_cells_facets_and_duplicates():
+    from dire.plots import heatmap
+
+    rows = [{"w": w, "r": r, "f": f, "acc": 10 * w + r + f} for w in (0.1, 1.0) for r in (0.0, 0.5) for f in (1, 2)]
+    fig = heatmap(rows[:-1], x="w", y="r", value="acc", facet="f")  # one cell missing: left blank
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["f = 1", "f = 2"]
+    grid = panels[1].images[0].get_array()
+    assert grid.shape == (2, 2) and float(grid[0, 1]) == pytest.approx(10 * 1.0 + 0.0 + 2)  # row r = 0, column w = 1
+    assert np.ma.is_masked(grid[1, 1]) or np.isnan(grid[1, 1])
+    assert sorted(t.get_text() for t in panels[0].texts) == sorted(f"{10 * w + r + 1:.1f}" for w in (0.1, 1.0) for r in (0.0, 0.5))
+    with pytest.raises(ValueError, match="more than one row"):
+        heatmap(rows + rows[:1], x="w", y="r", value="acc", facet="f")
+    plt.close("all")

@@ -13,7 +13,7 @@ def test_every_profile_file_names_known_parameters():
     import papermill
 
     assert list_notebooks() == ["00_quickstart", "01_main_results", "02_ablation", "03_cross_architecture",
-                                "04_timing_memory", "05_diversity_tsne"]
+                                "04_timing_memory", "05_diversity_tsne", "06_weight_sweep"]
     for profile in ("smoke", "quick", "paper"):
         for name in list_notebooks():
             known = set(papermill.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb")))
