@@ -34,10 +34,12 @@ Two terms beyond the paper (its open questions):
   positive definite (smallest eigenvalue >= ε), so the Cholesky factor exists and the term stays finite when
   embeddings coincide: LD_c <= log((1 + ε)/ε), |∂LD/∂K| <= 1/(nε). Dividing by n puts it per image, on CD's
   scale (for 10 embeddings at pairwise cosine 0.6, LD = 0.53 and CD = 0.6). It takes CD's place under r_c.
-* An EDM coreset (:meth:`RealBank.coreset`): k-means centres of each class's real embeddings weighted by
-  their cluster sizes, EDM_c ≈ Σ_i Σ_k w_k ||z_i - μ_k|| / (n Σ_k w_k). By Jensen each centre's distance
-  is at most its cluster's mean distance, so the coreset value is a lower bound that tightens as k grows;
-  ``benchmarks/edm_coreset.py`` measures its error and speed-up. CD and CDM stay exact (their closed forms
+* An EDM coreset (:meth:`RealBank.coreset`): k-means centres μ_k of each class's real embeddings, weighted by
+  their cluster sizes w_k and carrying their clusters' mean squared radii s_k²:
+  EDM_c ≈ Σ_i Σ_k w_k sqrt(||z_i - μ_k||² + s_k²) / (n Σ_k w_k), each term the cluster's root-mean-square
+  distance to z_i (an upper bound on its mean distance; without s_k², a lower bound). Exact when k = m.
+  The s_k² only add to the bank's squared norms, so the cost is that of k real embeddings per class;
+  ``benchmarks/edm_coreset.py`` measures the error and speed-up. CD and CDM stay exact (their closed forms
   need only the per-class mean of the real unit vectors, which the coreset keeps).
 """
 
@@ -60,7 +62,7 @@ class RealBank:
     """Real embeddings per class, padded into one tensor, with cached per-class sums.
 
     ``emb`` [C, m_max, d] (rows past ``count[c]`` are zero), ``count`` [C],
-    ``sq_norm`` [C, m_max] = ||r||², ``unit_mean`` [C, d] = mean_j r̂_j.
+    ``sq_norm`` [C, m_max] = ||r||² (+ s², a coreset cluster's mean squared radius), ``unit_mean`` [C, d] = mean_j r̂_j.
     Classes absent from the source get count 0 and are rejected when used.
     ``weight`` [C, m_max] (a coreset's cluster sizes) weights each row in EDM; None = every row counts once.
     """
@@ -120,10 +122,16 @@ class RealBank:
         self._selection = (classes.clone(), sub)
         return sub
 
-    def coreset(self, k: int, *, seed: int = 0) -> "RealBank":
+    def coreset(self, k: int, *, seed: int = 0, spread: bool = True) -> "RealBank":
         """A bank of at most ``k`` k-means centres per class (scikit-learn ``KMeans``, one seeded init),
         weighted by their cluster sizes, for an approximate, cheaper EDM; ``unit_mean`` stays the exact one,
-        so CD and CDM are unchanged. A class with at most ``k`` embeddings keeps them as they are."""
+        so CD and CDM are unchanged. A class with at most ``k`` embeddings keeps them as they are.
+
+        ``spread=True`` also keeps each cluster's mean squared radius s² (added to ``sq_norm``), so a centre
+        contributes sqrt(||z - μ||² + s²), the cluster's root-mean-square distance to z (exact, since
+        mean_j ||z - r_j||² = ||z - μ||² + s²). By Jensen that is an upper bound on the cluster's mean distance
+        (the plain centre distance, ``spread=False``, is a lower bound), and a tight one in high dimensions,
+        where distances from z to a cluster's points concentrate."""
         from sklearn.cluster import KMeans
 
         if k < 1:
@@ -132,20 +140,22 @@ class RealBank:
             raise ValueError("this bank is already a coreset; build the coreset from the full bank")
         C, d = self.emb.shape[0], self.emb.shape[-1]
         k_max = min(k, int(self.count.max()))
-        emb = self.emb.new_zeros(C, k_max, d)
-        weight = self.emb.new_zeros(C, k_max)
+        emb, weight, radius2 = self.emb.new_zeros(C, k_max, d), self.emb.new_zeros(C, k_max), self.emb.new_zeros(C, k_max)
         count = torch.zeros_like(self.count)
         for c in self.classes:
             real = self.emb[c, : self.count[c]]
-            if len(real) <= k:
-                centres, sizes = real, torch.ones(len(real), dtype=real.dtype, device=real.device)
-            else:
+            assign = torch.arange(len(real), device=real.device)
+            if len(real) > k:
                 fit = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(real.detach().cpu().double().numpy())
-                centres = torch.as_tensor(fit.cluster_centers_, dtype=real.dtype, device=real.device)
-                sizes = torch.bincount(torch.as_tensor(fit.labels_), minlength=k).to(real)
-                centres, sizes = centres[sizes > 0], sizes[sizes > 0]  # KMeans can leave a cluster empty
-            emb[c, : len(centres)], weight[c, : len(centres)], count[c] = centres, sizes, len(centres)
-        return RealBank(emb, count, (emb * emb).sum(-1), self.unit_mean.clone(), self.classes, weight)
+                assign = torch.as_tensor(fit.labels_, device=real.device)
+            used, assign = torch.unique(assign, return_inverse=True)  # KMeans can leave a cluster empty
+            sizes = torch.bincount(assign, minlength=len(used)).to(real)
+            centres = real.new_zeros(len(used), d).index_add(0, assign, real) / sizes[:, None]
+            sq_dev = ((real - centres[assign]) ** 2).sum(1)
+            emb[c, : len(used)], weight[c, : len(used)], count[c] = centres, sizes, len(used)
+            radius2[c, : len(used)] = real.new_zeros(len(used)).index_add(0, assign, sq_dev) / sizes
+        sq_norm = (emb * emb).sum(-1) + (radius2 if spread else 0)
+        return RealBank(emb, count, sq_norm, self.unit_mean.clone(), self.classes, weight)
 
     def as_dict(self) -> dict[int, torch.Tensor]:
         return {c: self.emb[c, : self.count[c]] for c in self.classes}

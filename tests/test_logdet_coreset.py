@@ -103,20 +103,31 @@ def test_coreset_with_k_at_least_m_is_exact_and_keeps_counts():
         assert torch.allclose(exact[t], approx[t], rtol=1e-12), t
 
 
-def test_coreset_edm_is_a_lower_bound_that_tightens_and_cosine_terms_stay_exact():
+def test_coreset_edm_bounds_tighten_and_cosine_terms_stay_exact():
     bank = RealBank.from_dict(_real())
     z = torch.randn(9, 5, dtype=torch.float64) * 2
     labels = torch.arange(9) % 3
     exact = batched_terms(z, labels, bank)
-    errors = []
+    errors = {True: [], False: []}
     for k in (1, 4, 16, 60):
-        core = bank.coreset(k)
-        assert torch.allclose(core.weight.sum(1), bank.count.double())  # every real embedding is represented once
-        got = batched_terms(z, labels, core)
-        assert torch.allclose(got["cdm"], exact["cdm"]) and torch.allclose(got["cd"], exact["cd"])
-        assert (got["edm"] <= exact["edm"] + 1e-12).all()  # Jensen: ||z - mean|| <= mean ||z - r||
-        errors.append(float(((exact["edm"] - got["edm"]) / exact["edm"]).max()))
-    assert errors[0] > errors[1] > errors[2] and errors[3] == pytest.approx(0, abs=1e-12)
+        for spread in (False, True):
+            core = bank.coreset(k, spread=spread)
+            assert torch.allclose(core.weight.sum(1), bank.count.double())  # every real embedding counted once
+            got = batched_terms(z, labels, core)
+            assert torch.allclose(got["cdm"], exact["cdm"]) and torch.allclose(got["cd"], exact["cd"])
+            # Jensen: ||z - mean|| <= mean ||z - r|| <= sqrt(mean ||z - r||²) = sqrt(||z - mean||² + s²)
+            if spread:
+                assert (got["edm"] >= exact["edm"] - 1e-12).all()
+            else:
+                assert (got["edm"] <= exact["edm"] + 1e-12).all()
+            errors[spread].append(float(((exact["edm"] - got["edm"]).abs() / exact["edm"]).max()))
+    for spread, errs in errors.items():
+        assert errs[0] > errs[1] > errs[2] and errs[3] == pytest.approx(0, abs=1e-12), (spread, errs)
+    # one centre with its spread is the class's RMS distance, by hand
+    core = bank.coreset(1)
+    r0, z0 = bank.as_dict()[0], z[labels == 0]
+    rms = torch.cdist(z0, r0).pow(2).mean(1).sqrt().mean()
+    assert float(batched_terms(z, labels, core)["edm"][0]) == pytest.approx(float(rms), rel=1e-10)
 
 
 def test_coreset_gradcheck_and_module_option():
