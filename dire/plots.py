@@ -421,6 +421,7 @@ def heatmap(
     facet: str | None = None,
     fmt: str = ".1f",
     title: str | None = None,
+    label: str | None = None,
     cmap: str = "viridis",
     figsize_per_panel: tuple[float, float] = (3.2, 2.6),
 ) -> Figure:
@@ -428,6 +429,7 @@ def heatmap(
     per distinct ``facet`` value; all panels share one colour scale. Rows lacking a cell are left blank.
 
     Each ``(facet, x, y)`` must appear at most once; ``value`` must be a number (e.g. a flattened mean).
+    ``label`` names the colour bar (default ``value``).
     """
     facets = _ordered_unique([row[facet] for row in table]) if facet else [None]
     xs = sorted(_ordered_unique([row[x] for row in table]))
@@ -455,7 +457,7 @@ def heatmap(
         ax.set_ylabel(y)
         if facet:
             ax.set_title(f"{facet} = {f:g}" if isinstance(f, (int, float)) else f"{facet} = {f}")
-    fig.colorbar(image, ax=axes[0].tolist(), label=value, shrink=0.9)
+    fig.colorbar(image, ax=axes[0].tolist(), label=label or value, shrink=0.9)
     if title:
         fig.suptitle(title)
     return fig
