@@ -1,7 +1,7 @@
 """Choosing DiRe's weights on a validation split (``dire sweep``, notebook ``06_weight_sweep``).
 
 The release's weights (w = 0.1, r_c = 1, r_e = 0.01) were tuned for a ResNet-18's 512-d features on
-CIFAR-100; embedding scale and dimension change with the network and the dataset, so they do not transfer.
+CIFAR-100; embedding scale and dimension change with the network and the dataset, so they need not transfer.
 A sweep runs one dataset × method × teacher over a grid of (w, r_c, r_e) with a validation split held out
 of the training set (per class, seeded; teachers, banks and synthesis never see it, see
 :func:`dire.data.validation_split`), scores each point by the students' *validation* accuracy, and writes the
@@ -24,6 +24,7 @@ from typing import Callable, Mapping, Sequence
 from dire.pipeline import Experiment
 from dire.runs import atomic_write_text
 from dire.synthesis import DiReConfig
+from dire.tables import markdown_table, mean_pm, run_seeds
 
 WEIGHT_KEYS = ("weight", "r_c", "r_e")
 DEFAULT_GRID = {"weight": (0.03, 0.1, 0.3, 1.0), "r_c": (1.0,), "r_e": (0.0, 0.01, 0.1)}
@@ -47,8 +48,6 @@ def sweep(base: Experiment, *, grid: Mapping[str, Sequence[float]] = DEFAULT_GRI
           **run_kwargs) -> list[dict]:
     """One row per grid point (DiRe on with ``base.dire``'s other settings) plus a first ``baseline`` row
     (DiRe off), each ``dire.tables.run_seeds`` over ``seeds`` with students scored on the validation split."""
-    from dire.tables import run_seeds
-
     if validation_per_class < 1:
         raise ValueError(f"a sweep chooses on a validation split: validation_per_class must be >= 1, "
                          f"got {validation_per_class}")
@@ -129,10 +128,7 @@ def resolve_dire(base: DiReConfig, spec: Mapping) -> DiReConfig:
 
 
 def sweep_markdown(rows: Sequence[dict]) -> str:
-    head = "| point | w | r_c | r_e | val. accuracy (%) | Vendi ↑ | Coverage ↑ | intra-class cos ↓ |"
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        lines.append(f"| {r['point']} | {r['weight']:g} | {r['r_c']:g} | {r['r_e']:g} | "
-                     f"{r['acc_final']['mean']:.2f} ± {r['acc_final']['std']:.2f} | {r['vendi']['mean']:.3f} | "
-                     f"{r['coverage']['mean']:.3f} | {r['intra_class_cosine']['mean']:.3f} |")
-    return "\n".join(lines) + "\n"
+    head = ("point", "w", "r_c", "r_e", "val. accuracy (%)", "Vendi ↑", "Coverage ↑", "intra-class cos ↓")
+    return markdown_table(head, [(r["point"], f"{r['weight']:g}", f"{r['r_c']:g}", f"{r['r_e']:g}",
+                                  mean_pm(r["acc_final"], 2), f"{r['vendi']['mean']:.3f}", f"{r['coverage']['mean']:.3f}",
+                                  f"{r['intra_class_cosine']['mean']:.3f}") for r in rows])

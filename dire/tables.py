@@ -70,7 +70,7 @@ def compare(base: Experiment, *, seeds: Sequence[int] = (0, 1, 2), methods: Sequ
                      for name, spec in variants.items() if method in spec.get("methods", [method])]
         for variant, dire in settings:
             exp = dataclasses.replace(with_method(base, method, (overrides or {}).get(method)), dire=dire)
-            label = f"{method}{' + DiRe' if dire.enabled else ''}{f' ({variant})' if variant else ''}"
+            label = row_name({"method": method, "dire": dire.enabled, "variant": variant})
             log(f"== {label}: {base.dataset}, IPC {base.synthesis.ipc}, seeds {list(seeds)}")
             summary = run_seeds(exp, seeds, **run_kwargs)
             rows.append({"method": method, "dire": dire.enabled, "variant": variant, "dataset": base.dataset,
@@ -84,20 +84,26 @@ def row_name(row: dict) -> str:
     return f"{row['method']}{' + DiRe' if row['dire'] else ''}{f' ({variant})' if variant else ''}"
 
 
-def _pm(stat: dict, digits: int) -> str:
+def mean_pm(stat: dict, digits: int) -> str:
+    """``mean ± std`` of a ``{"mean", "std"}`` statistic."""
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
-def to_markdown(rows: Sequence[dict]) -> str:
-    head = ("| method | dataset | IPC | eval | accuracy final (%) | accuracy best (%) | Vendi ↑ | Coverage ↑ | "
-            "intra-class cos ↓ | synthesis ms/img |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:  # eval: "soft" = students on teacher soft labels, "dc" = the DC/DM/MTT hard-label protocol
-        lines.append(f"| {row_name(r)} | {r['dataset']} | {r['ipc']} | {r.get('protocol', 'soft')} | {_pm(r['acc_final'], 2)} | "
-                     f"{_pm(r['acc_best'], 2)} | "
-                     f"{_pm(r['vendi'], 3)} | {_pm(r['coverage'], 3)} | {_pm(r['intra_class_cosine'], 3)} | "
-                     f"{r['synthesis_s_per_image']['mean'] * 1e3:.0f} |")
+def markdown_table(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """A Markdown table from header cells and rows of already formatted cells."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines) + "\n"
+
+
+def to_markdown(rows: Sequence[dict]) -> str:
+    head = ("method", "dataset", "IPC", "eval", "accuracy final (%)", "accuracy best (%)", "Vendi ↑", "Coverage ↑",
+            "intra-class cos ↓", "synthesis ms/img")
+    # eval: "soft" = students on teacher soft labels, "dc" = the DC/DM/MTT hard-label protocol
+    return markdown_table(head, [(row_name(r), str(r["dataset"]), str(r["ipc"]), r.get("protocol", "soft"),
+                                  mean_pm(r["acc_final"], 2), mean_pm(r["acc_best"], 2), mean_pm(r["vendi"], 3),
+                                  mean_pm(r["coverage"], 3), mean_pm(r["intra_class_cosine"], 3),
+                                  f"{r['synthesis_s_per_image']['mean'] * 1e3:.0f}") for r in rows])
 
 
 def _csv(records: Sequence[dict], fields: Sequence[str]) -> str:
@@ -156,14 +162,12 @@ def ablation(base: Experiment, *, seeds: Sequence[int] = (0, 1, 2), variants: Se
 
 
 def ablation_markdown(rows: Sequence[dict]) -> str:
-    head = ("| variant | accuracy (%) | Vendi ↑ | Coverage ↑ | intra-class cos ↓ | acc (norm) | Vendi (norm) | "
-            "Coverage (norm) | intra-cos (norm) |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        lines.append(f"| {r['variant']} | {_pm(r['acc_final'], 2)} | {_pm(r['vendi'], 3)} | {_pm(r['coverage'], 4)} | "
-                     f"{_pm(r['intra_class_cosine'], 3)} | {r['acc_final_norm']:.2f} | {r['vendi_norm']:.2f} | "
-                     f"{r['coverage_norm']:.2f} | {r['intra_class_cosine_norm']:.2f} |")
-    return "\n".join(lines) + "\n"
+    head = ("variant", "accuracy (%)", "Vendi ↑", "Coverage ↑", "intra-class cos ↓", "acc (norm)", "Vendi (norm)",
+            "Coverage (norm)", "intra-cos (norm)")
+    return markdown_table(head, [(r["variant"], mean_pm(r["acc_final"], 2), mean_pm(r["vendi"], 3),
+                                  mean_pm(r["coverage"], 4), mean_pm(r["intra_class_cosine"], 3), f"{r['acc_final_norm']:.2f}",
+                                  f"{r['vendi_norm']:.2f}", f"{r['coverage_norm']:.2f}",
+                                  f"{r['intra_class_cosine_norm']:.2f}") for r in rows])
 
 
 def cross_architecture(base: Experiment, *, students: Sequence[str], seeds: Sequence[int] = (0, 1, 2),
@@ -182,13 +186,11 @@ def cross_architecture(base: Experiment, *, students: Sequence[str], seeds: Sequ
 
 def cross_architecture_markdown(rows: Sequence[dict]) -> str:
     students = list(dict.fromkeys(r["student"] for r in rows))
-    head = "| method | " + " | ".join(students) + " |"
-    lines = [head, "|" + "---|" * (len(students) + 1)]
+    body = []
     for enabled in (False, True):
-        cells = {r["student"]: _pm(r["acc_final"], 2) for r in rows if r["dire"] == enabled}
-        name = f"{rows[0]['method']}{' + DiRe' if enabled else ''}"
-        lines.append(f"| {name} | " + " | ".join(cells.get(s, "–") for s in students) + " |")
-    return "\n".join(lines) + "\n"
+        cells = {r["student"]: mean_pm(r["acc_final"], 2) for r in rows if r["dire"] == enabled}
+        body.append([row_name({"method": rows[0]["method"], "dire": enabled})] + [cells.get(s, "–") for s in students])
+    return markdown_table(["method"] + students, body)
 
 
 def flat_rows(rows: Sequence[dict]) -> list[dict]:
