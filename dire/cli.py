@@ -198,8 +198,9 @@ def main(argv: list[str] | None = None) -> int:
             write_selection(args.out, chosen, rows, base=exp, validation_per_class=args.validation_per_class,
                             validation_seed=args.validation_seed, command="dire " + " ".join(argv or sys.argv[1:]))
             atomic_write_text(f"{args.table}.csv", rows_to_csv(rows))
-            atomic_write_text(f"{args.table}.md", sweep_markdown(rows))
-            print(sweep_markdown(rows))
+            table = sweep_markdown(rows)
+            atomic_write_text(f"{args.table}.md", table)
+            print(table)
             print(f"chosen: w {chosen['weight']:g}, r_c {chosen['r_c']:g}, r_e {chosen['r_e']:g} (validation accuracy "
                   f"{chosen['val_acc']:.2f}; baseline {chosen['baseline_val_acc']:.2f}) -> {args.out}")
         elif args.command == "compare":

@@ -269,8 +269,7 @@ def batched_terms(z: torch.Tensor, labels: torch.Tensor, bank: RealBank, *, offi
         out["edm"] = total / (nf * mass)
 
     if "logdet" in terms:
-        if logdet_eps <= 0:
-            raise ValueError(f"logdet_eps must be > 0 (it keeps K + εI positive definite); got {logdet_eps}")
+        _check_logdet_eps(logdet_eps)
         n_max = int(n.max())
         Zh = _pad(zhat, slot, pos, len(classes), n_max).double()  # float64: the Cholesky of n × n is cheap
         pad = torch.arange(n_max, device=z.device)[None, :] >= n[:, None]
@@ -282,6 +281,11 @@ def batched_terms(z: torch.Tensor, labels: torch.Tensor, bank: RealBank, *, offi
         logdet = 2 * torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(1)
         out["logdet"] = (-(logdet - n_max * math.log1p(logdet_eps)) / n.double()).to(z.dtype)
     return out
+
+
+def _check_logdet_eps(eps: float) -> None:
+    if eps <= 0:
+        raise ValueError(f"logdet_eps must be > 0 (it keeps K + εI positive definite); got {eps}")
 
 
 def _check_terms(terms: Sequence[str]) -> None:
@@ -328,8 +332,7 @@ class DiRe(nn.Module):
                  terms: Sequence[str] = TERMS, logdet_eps: float = 0.1, edm_coreset: int | None = None):
         super().__init__()
         _check_terms(terms)
-        if logdet_eps <= 0:
-            raise ValueError(f"logdet_eps must be > 0 (it keeps K + εI positive definite); got {logdet_eps}")
+        _check_logdet_eps(logdet_eps)
         if edm_coreset is not None and (edm_coreset < 1 or official):
             raise ValueError(f"edm_coreset must be None or >= 1 centre per class, with official=False; "
                              f"got {edm_coreset} (official={official})")

@@ -59,7 +59,9 @@ def get_teacher(dataset: str, arch: str = "convnet_bn", *, recipe: str | Recipe 
     recipe = get_recipe(recipe, student=False, **recipe_overrides)
     config = teacher_config(dataset, arch, recipe, seed, holdout)
     folder = run_dir("teacher", config, root=runs_root)
-    train_set = training_split(dataset, holdout=holdout, data_root=data_root, download=download)[0]
+    train_set = load_dataset(dataset, split="train", root=data_root, download=download)
+    if holdout is not None:  # the test split is loaded only if training is needed
+        train_set = validation_split(train_set, holdout[0], seed=holdout[1])[0]
     info = train_set.info
     torch.manual_seed(seed)
     model = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size).to(device)
