@@ -107,6 +107,8 @@ def _add_experiment_options(c: argparse.ArgumentParser) -> None:
     t.add_argument("--student-recipe", default="cpu", choices=sorted(STUDENT_RECIPES))
     t.add_argument("--student-epochs", type=_positive(int), default=None)
     t.add_argument("--student-seeds", default="0,1,2", help="comma-separated seeds")
+    t.add_argument("--student-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="a student recipe setting, e.g. lr=0.001 or warmup_epochs=10 (repeatable; dire.train.Recipe)")
     t.add_argument("--metric-arch", default=None, choices=list_models(), help="independent evaluator (default: teacher)")
     o = c.add_argument_group("where")
     o.add_argument("--device", default="cpu")
@@ -140,7 +142,8 @@ def experiment_from_args(args: argparse.Namespace):
     return Experiment(dataset=args.dataset, method=args.method, method_kwargs=dict(args.method_arg), synthesis=synthesis,
                       dire=dire, teacher_arch=args.teacher, teacher_recipe=args.teacher_recipe,
                       teacher_set=args.teacher_set, bank_per_class=args.bank_per_class, student_arch=args.student, student_recipe=args.student_recipe,
-                      student_epochs=args.student_epochs, student_seeds=seeds, metric_arch=args.metric_arch)
+                      student_epochs=args.student_epochs, student_overrides=dict(args.student_arg),
+                      student_seeds=seeds, metric_arch=args.metric_arch)
 
 
 def format_result(result: dict) -> str:

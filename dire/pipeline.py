@@ -64,6 +64,8 @@ class Experiment:
     student_arch: str = "convnet"
     student_recipe: str = "cpu"  # dire.train.STUDENT_RECIPES
     student_epochs: int | None = None  # overrides the recipe's epochs
+    # other fields of the soft-label student recipe (dire.train.Recipe), e.g. {"lr": 1e-3, "warmup_epochs": 10}
+    student_overrides: dict = added_field(default_factory=dict)
     student_seeds: tuple[int, ...] = (0, 1, 2)
     metric_arch: str | None = None  # embedding network of the diversity metrics: None = the teacher
     protocol: str | None = None  # student evaluation: "soft" (teacher soft labels) or "dc"; None = the method's
@@ -140,6 +142,17 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     ``accuracy`` is on the test split, or on the validation split when ``exp.validation_per_class > 0``
     (``eval_split`` says which)."""
     device = torch.device(device)
+    # settings first, so a bad one fails before any data, teacher or synthesis. A method's published
+    # per-dataset settings lie under the explicit ones (build_method names an unknown method)
+    defaults = METHODS[exp.method].dataset_defaults(exp.dataset, exp.synthesis.ipc) if exp.method in METHODS else {}
+    method = build_method(exp.method, **{**defaults, **exp.method_kwargs})
+    protocol = exp.protocol or method.protocol
+    if protocol == "dc" and exp.student_overrides:
+        raise ValueError(f"student_overrides {exp.student_overrides} set the soft-label recipe, but {exp.method} "
+                         "is evaluated with the DC protocol (dire.evaluate_dc.DCProtocol); drop them or use "
+                         "protocol='soft'")
+    get_recipe(exp.student_recipe, student=True, **exp.student_overrides)  # names an unknown setting
+
     # test_set: what students are scored on (the validation split when holding one out)
     train_set, test_set = training_split(exp.dataset, holdout=exp.holdout, data_root=data_root, download=download)
     info = train_set.info
@@ -154,9 +167,6 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     bank, bank_dir = cached_bank(teacher, trec, train_set, per_class=exp.bank_per_class, device=device,
                                  runs_root=runs_root, progress=progress)
 
-    # a method's published per-dataset settings, under the explicit ones (build_method names an unknown method)
-    defaults = METHODS[exp.method].dataset_defaults(exp.dataset, exp.synthesis.ipc) if exp.method in METHODS else {}
-    method = build_method(exp.method, **{**defaults, **exp.method_kwargs})
     if isinstance(method, MTT) and not method.experts_dir:
         method.experts_dir = str(prepare_experts(exp, train_set, test_set, device=device, runs_root=runs_root,
                                                  progress=progress))
@@ -186,12 +196,11 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
 
     student = method.student_settings(len(teachers))
     epochs = {"epochs": exp.student_epochs} if exp.student_epochs else {}  # for either protocol
-    recipe = get_recipe(exp.student_recipe, student=True, **epochs,
-                        **({"loss": student["loss"]} if "loss" in student else {}))
+    recipe = get_recipe(exp.student_recipe, student=True, **{**epochs, **exp.student_overrides,
+                                                            **({"loss": student["loss"]} if "loss" in student else {})})
     if "epoch_scale" in student:  # e.g. UFC: (M + 1)x more images, so 1 / (M + 1) of the epochs
         recipe = dataclasses.replace(recipe, epochs=max(1, round(recipe.epochs * student["epoch_scale"])))
     labeller = Ensemble(teachers) if student.get("ensemble") and len(teachers) > 1 else teacher
-    protocol = exp.protocol or method.protocol
     split_key = {} if exp.holdout is None else {"eval_split": eval_split}  # absent for the test split: old keys hold
     if protocol == "dc":  # hard labels, SGD, DSA (DC/DM/MTT); MTT's learned syn_lr is the lr
         zca = Experts(method.experts_dir).zca() if isinstance(method, MTT) else None

@@ -20,16 +20,21 @@ import torch
 DEFAULT_ROOT = Path(os.environ.get("DIRE_RUNS", "runs"))
 
 
-def added_field(default: Any) -> Any:
+def added_field(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field added after run folders already existed: left out of configs (and so of their hashes)
-    while it holds ``default``, so adding it keeps every cached run valid."""
-    return dataclasses.field(default=default, metadata={"omit_default": True})
+    while it holds its default (``default``, or ``default_factory()`` for a dict or list), so adding it keeps
+    every cached run valid."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"omit_default": True})
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def _jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if not (f.metadata.get("omit_default") and getattr(value, f.name) == f.default)}
+                if not (f.metadata.get("omit_default") and getattr(value, f.name) == _field_default(f))}
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):

@@ -26,7 +26,7 @@ def with_seed(exp: Experiment, seed: int) -> Experiment:
 
 
 def run_seeds(exp: Experiment, seeds: Sequence[int], **run_kwargs) -> dict:
-    """Run ``exp`` once per seed; returns ``{"runs": [...], "<metric>": {"mean", "std"}, ...}``."""
+    """Run ``exp`` once per seed; returns ``{"runs": [...], "<metric>": {"mean", "std", "n"}, ...}``."""
     runs = []
     for seed in seeds:
         result = run_experiment(with_seed(exp, seed), **run_kwargs)
@@ -41,7 +41,7 @@ def run_seeds(exp: Experiment, seeds: Sequence[int], **run_kwargs) -> dict:
     for key in METRICS:
         values = [r[key] for r in runs if key in r and not math.isnan(r[key])]
         summary[key] = {"mean": statistics.fmean(values) if values else math.nan,
-                        "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+                        "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
     return summary
 
 
@@ -85,7 +85,9 @@ def row_name(row: dict) -> str:
 
 
 def mean_pm(stat: dict, digits: int) -> str:
-    """``mean ± std`` of a ``{"mean", "std"}`` statistic."""
+    """``mean ± std`` of a ``{"mean", "std"[, "n"]}`` statistic; just the mean when ``n`` is 1 (no spread to show)."""
+    if stat.get("n") == 1:
+        return f"{stat['mean']:.{digits}f}"
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
@@ -171,12 +173,20 @@ def ablation_markdown(rows: Sequence[dict]) -> str:
 
 
 def cross_architecture(base: Experiment, *, students: Sequence[str], seeds: Sequence[int] = (0, 1, 2),
-                       log: Callable[[str], None] = print, **run_kwargs) -> list[dict]:
-    """Synthesise once with ``base``'s teacher (± DiRe), evaluate students of each architecture."""
+                       student_overrides: dict[str, dict] | None = None, log: Callable[[str], None] = print,
+                       **run_kwargs) -> list[dict]:
+    """Synthesise once with ``base``'s teacher (± DiRe), evaluate students of each architecture.
+
+    ``student_overrides[arch]`` holds that student's recipe settings on top of ``base.student_overrides``
+    (e.g. ``{"vit_tiny": {"lr": 1e-3, "warmup_epochs": 10}}``: transformers want a smaller lr than CNNs)."""
+    student_overrides = student_overrides or {}
+    if unknown := sorted(set(student_overrides) - set(students)):
+        raise ValueError(f"student_overrides name {unknown}, which are not among the students {list(students)}")
     rows = []
     for enabled in (False, True):
         for arch in students:
-            exp = dataclasses.replace(base, student_arch=arch, dire=dataclasses.replace(base.dire, enabled=enabled))
+            exp = dataclasses.replace(base, student_arch=arch, dire=dataclasses.replace(base.dire, enabled=enabled),
+                                      student_overrides={**base.student_overrides, **student_overrides.get(arch, {})})
             log(f"== {base.method}{' + DiRe' if enabled else ''} → student {arch}")
             rows.append({"method": base.method, "dire": enabled, "student": arch, "teacher": base.teacher_arch,
                          "dataset": base.dataset, "ipc": base.synthesis.ipc, "seeds": len(seeds),
@@ -201,7 +211,7 @@ def flat_rows(rows: Sequence[dict]) -> list[dict]:
         for key, value in r.items():
             if key == "runs":
                 continue
-            if isinstance(value, dict) and set(value) == {"mean", "std"}:
+            if isinstance(value, dict) and set(value) - {"n"} == {"mean", "std"}:
                 out[f"{key}_mean"], out[f"{key}_std"] = value["mean"], value["std"]
             else:
                 out[key] = value

@@ -9,7 +9,7 @@ the device.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Callable, Iterator
 
 import torch
@@ -72,6 +72,9 @@ def get_recipe(name: str | Recipe, *, student: bool, **overrides) -> Recipe:
         recipe = table[name]
     else:
         raise ValueError(f"unknown {'student' if student else 'teacher'} recipe {name!r}; expected one of {sorted(table)}")
+    known = {f.name for f in fields(Recipe)}
+    if unknown := sorted(set(overrides) - known):
+        raise ValueError(f"unknown recipe setting(s) {unknown}; expected fields of dire.train.Recipe: {sorted(known)}")
     recipe = replace(recipe, **overrides)
     recipe.validate()
     return recipe

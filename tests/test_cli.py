@@ -37,6 +37,29 @@ def test_condense_on_digits(runs_root, tmp_path, capsys):
     assert 1.0 <= result["diversity"]["vendi"] <= 2.0  # 2 images per class: Vendi lies in [1, n]
 
 
+def test_student_recipe_settings_reach_the_student_and_bad_ones_fail_early(runs_root, tmp_path):
+    from dire.pipeline import Experiment, run_experiment
+    from dire.synthesis import SynthesisConfig
+    from dire.tables import cross_architecture
+
+    out = tmp_path / "result.json"
+    main(["condense", "--dataset", "digits", "--ipc", "2", "--ipc-per-unit", "2", "--iterations", "3",
+          "--student-epochs", "4", "--student-seeds", "0", "--bank-per-class", "50", "--student-arg", "lr=0.003",
+          "--student-arg", "warmup_epochs=2", "--runs-root", str(runs_root), "--json", str(out), "--quiet"])
+    recipe = json.loads(out.read_text())["student_recipe"]
+    assert (recipe["lr"], recipe["warmup_epochs"], recipe["epochs"]) == (0.003, 2, 4)
+    tiny = dict(dataset="digits", synthesis=SynthesisConfig(ipc=2, ipc_per_unit=2, iterations=3), bank_per_class=50)
+    with pytest.raises(ValueError, match="unknown recipe setting"):  # before any synthesis: no synthetic folder
+        run_experiment(Experiment(**tiny, student_overrides={"learnig_rate": 1.0}), runs_root=tmp_path / "r1",
+                       progress=False)
+    assert not (tmp_path / "r1" / "synthetic").exists()
+    with pytest.raises(ValueError, match="DC protocol"):
+        run_experiment(Experiment(**{**tiny, "method": "dm"}, student_overrides={"lr": 1e-3}), runs_root=tmp_path / "r2",
+                       progress=False)
+    with pytest.raises(ValueError, match=r"not among the students \['convnet'\]"):
+        cross_architecture(Experiment(**tiny), students=["convnet"], student_overrides={"vit_tiny": {"lr": 1e-3}})
+
+
 @pytest.mark.parametrize("method", ["cda", "dwa", "delt", "gvbsm", "ufc"])
 def test_condense_each_family_method_on_digits(runs_root, tmp_path, capsys, method):
     """``dire condense --method <name>`` end to end; the multi-teacher methods train and use their teacher set, and
@@ -67,6 +90,9 @@ def test_tables_render():
     variant = {**row, "variant": "log-det"}
     assert "| sre2l + DiRe (log-det) | digits |" in to_markdown([variant])
     assert to_csv([variant]).splitlines()[1].startswith("sre2l,True,log-det,digits,")
+    one_seed = {**row, "seeds": 1, "acc_final": {"mean": 1.0, "std": 0.0, "n": 1}}
+    assert "| sre2l + DiRe | digits | 10 | soft | 1.00 | 1.00 ± 0.50 |" in to_markdown([one_seed])  # no spread of 1
+    assert to_csv([one_seed]).splitlines()[1].startswith("sre2l,True,,digits,10,1,98.0,soft,1.0,0.0,")
 
 
 def test_cross_architecture_and_flat_tables():
@@ -85,6 +111,9 @@ def test_cross_architecture_and_flat_tables():
     assert flat[0] == {"method": "sre2l", "dire": False, "student": "convnet", "acc_final_mean": 50.0,
                        "acc_final_std": 1.0}
     assert rows_to_csv(rows).splitlines()[0] == "method,dire,student,acc_final_mean,acc_final_std"
+    counted = [{**r, "acc_final": {**r["acc_final"], "n": 1}} for r in rows]  # run_seeds' rows carry n
+    assert cross_architecture_markdown(counted).splitlines()[2] == "| sre2l | 50.00 | 40.00 |"
+    assert rows_to_csv(counted) == rows_to_csv(rows)
 
 
 def test_with_method_carries_shared_settings_and_applies_overrides():

@@ -50,6 +50,8 @@ def test_recipes():
         get_recipe("x", student=True)
     with pytest.raises(ValueError, match="optimizer must be"):
         get_recipe("cpu", student=True, optimizer="lamb")
+    with pytest.raises(ValueError, match=r"unknown recipe setting\(s\) \['learning_rate'\].*fields of dire.train.Recipe"):
+        get_recipe("cpu", student=True, learning_rate=1e-3)
 
 
 def test_teacher_and_student_learn_digits(digits_teacher, runs_root):
