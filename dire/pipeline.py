@@ -142,8 +142,9 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     ``accuracy`` is on the test split, or on the validation split when ``exp.validation_per_class > 0``
     (``eval_split`` says which)."""
     device = torch.device(device)
-    # settings first, so a bad one fails before any data, teacher or synthesis. A method's published
-    # per-dataset settings lie under the explicit ones (build_method names an unknown method)
+    # settings first (method, teachers, student recipe), so a bad one fails before any data, teacher or
+    # synthesis. A method's published per-dataset settings lie under the explicit ones (build_method names an
+    # unknown method)
     defaults = METHODS[exp.method].dataset_defaults(exp.dataset, exp.synthesis.ipc) if exp.method in METHODS else {}
     method = build_method(exp.method, **{**defaults, **exp.method_kwargs})
     protocol = exp.protocol or method.protocol
@@ -151,7 +152,13 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
         raise ValueError(f"student_overrides {exp.student_overrides} set the soft-label recipe, but {exp.method} "
                          "is evaluated with the DC protocol (dire.evaluate_dc.DCProtocol); drop them or use "
                          "protocol='soft'")
-    get_recipe(exp.student_recipe, student=True, **exp.student_overrides)  # names an unknown setting
+    archs = teacher_archs(exp, method)
+    student = method.student_settings(len(archs))
+    epochs = {"epochs": exp.student_epochs} if exp.student_epochs else {}  # for either protocol
+    recipe = get_recipe(exp.student_recipe, student=True, **{**epochs, **exp.student_overrides,
+                                                            **({"loss": student["loss"]} if "loss" in student else {})})
+    if "epoch_scale" in student:  # e.g. UFC: (M + 1)x more images, so 1 / (M + 1) of the epochs
+        recipe = dataclasses.replace(recipe, epochs=max(1, round(recipe.epochs * student["epoch_scale"])))
 
     # test_set: what students are scored on (the validation split when holding one out)
     train_set, test_set = training_split(exp.dataset, holdout=exp.holdout, data_root=data_root, download=download)
@@ -170,7 +177,6 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     if isinstance(method, MTT) and not method.experts_dir:
         method.experts_dir = str(prepare_experts(exp, train_set, test_set, device=device, runs_root=runs_root,
                                                  progress=progress))
-    archs = teacher_archs(exp, method)
     teachers, banks, keys = [teacher], [bank], [teacher_key]
     for arch in archs[1:]:
         net, rec = get_teacher(exp.dataset, arch, recipe=exp.teacher_recipe, seed=exp.teacher_seed,
@@ -194,12 +200,6 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     n_images = len(synthetic["labels"])
     timing = {"synthesis_s": float(synthetic["seconds"]), "synthesis_s_per_image": float(synthetic["seconds"]) / n_images}
 
-    student = method.student_settings(len(teachers))
-    epochs = {"epochs": exp.student_epochs} if exp.student_epochs else {}  # for either protocol
-    recipe = get_recipe(exp.student_recipe, student=True, **{**epochs, **exp.student_overrides,
-                                                            **({"loss": student["loss"]} if "loss" in student else {})})
-    if "epoch_scale" in student:  # e.g. UFC: (M + 1)x more images, so 1 / (M + 1) of the epochs
-        recipe = dataclasses.replace(recipe, epochs=max(1, round(recipe.epochs * student["epoch_scale"])))
     labeller = Ensemble(teachers) if student.get("ensemble") and len(teachers) > 1 else teacher
     split_key = {} if exp.holdout is None else {"eval_split": eval_split}  # absent for the test split: old keys hold
     if protocol == "dc":  # hard labels, SGD, DSA (DC/DM/MTT); MTT's learned syn_lr is the lr

@@ -187,7 +187,7 @@ def cross_architecture(base: Experiment, *, students: Sequence[str], seeds: Sequ
         for arch in students:
             exp = dataclasses.replace(base, student_arch=arch, dire=dataclasses.replace(base.dire, enabled=enabled),
                                       student_overrides={**base.student_overrides, **student_overrides.get(arch, {})})
-            log(f"== {base.method}{' + DiRe' if enabled else ''} → student {arch}")
+            log(f"== {row_name({'method': base.method, 'dire': enabled})} → student {arch}")
             rows.append({"method": base.method, "dire": enabled, "student": arch, "teacher": base.teacher_arch,
                          "dataset": base.dataset, "ipc": base.synthesis.ipc, "seeds": len(seeds),
                          **run_seeds(exp, seeds, **run_kwargs)})
