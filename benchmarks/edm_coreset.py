@@ -3,7 +3,7 @@
 Two coresets: k-means centres weighted by cluster size (``spread=False``, a lower bound on EDM), and the same
 centres carrying their clusters' mean squared radius (``spread=True``, the default: each centre counts the
 cluster's root-mean-square distance, an upper bound). Error (value and gradient) is measured on *real* embeddings: the quick profile's Fashion-MNIST teacher
-(ConvNet-BN-W32, trained and cached by ``dire.teacher``) embeds ``--real`` training images per class for the bank
+(ConvNet-BN-W32, trained and cached by ``dire.nets.teacher``) embeds ``--real`` training images per class for the bank
 (500 as the release's bank, and 1300 as an ImageNet class has), and the synthetic side is ``--ipc`` other real
 training images per class, as a synthetic set looks at real initialisation (DWA, DELT, UFC). CIFAR and ImageNet
 embeddings cannot be made offline here, so the error is reported at this network's dimension.
@@ -41,8 +41,8 @@ def edm_and_grad(z: torch.Tensor, labels: torch.Tensor, bank: RealBank) -> tuple
 def real_embeddings(per_class: int, ipc: int, *, runs_root: str, data_root: str, device: str):
     """(bank of ``per_class`` real embeddings per class, ``ipc`` other real embeddings per class, their labels)."""
     from dire.data import load_dataset
-    from dire.models import embed_images
-    from dire.teacher import get_teacher
+    from dire.nets.models import embed_images
+    from dire.nets.teacher import get_teacher
 
     teacher, record = get_teacher("fashion-mnist", "convnet_bn_w32", recipe="cpu", runs_root=runs_root,
                                   data_root=data_root, device=device, download=True)

@@ -1,6 +1,7 @@
 """DM and MTT on Fashion-MNIST (ConvNet, IPC 10) with the DC evaluation, beside the published numbers.
 
-Defaults are the published settings (methods.md §7.3, §8, §9): DM 20 000 iterations,
+Defaults are the published settings (VICO-UoE/DatasetCondensation ``main_DM.py``;
+GeorgeCazenavette/mtt-distillation ``buffer.py`` / ``distill.py``): DM 20 000 iterations,
 batch_real 256, lr_img 1; MTT 100 experts × 50 epochs on the full train set and 5 000
 iterations with our Fashion-MNIST row of ``MTT_SETTINGS``; DC evaluation 1 000 epochs
 over 20 networks. That is GPU-days of work; the flags cut the budget for a CPU check:
@@ -13,7 +14,7 @@ Also evaluates the random real subset that DM and MTT start from (published: 73.
 Every stage is cached under ``--runs`` (a rerun resumes); the table goes to
 ``<out>.csv`` and ``<out>.md`` (atomic writes). Published numbers: DC 82.3, DSA 84.6
 (DatasetCondensation README), DM 83.6, MTT 87.2 (as reported in FRePo/RCIG tables,
-[unverified] in methods.md §9). DM/DC/DSA report the mean over final-epoch models, MTT
+not checked against the papers' own tables). DM/DC/DSA report the mean over final-epoch models, MTT
 the max over synthesis checkpoints; this script reports the final-epoch mean for all.
 """
 
@@ -30,11 +31,12 @@ from pathlib import Path
 import torch
 
 from dire.data import load_dataset
-from dire.evaluate_dc import evaluate_dc
-from dire.mtt import ExpertConfig, Experts, train_experts
+from dire.evaluation.dc import evaluate_dc
+from dire.nets.experts import ExpertConfig, Experts, train_experts
 from dire.runs import atomic_write_text, run_dir
 from dire.synthesis import DM, MTT, SynthesisConfig, synthesize
-from dire.synthesis.base import Context, DiReConfig, real_init, to_uint8
+from dire.synthesis.base import Context, DiReConfig, real_init
+from dire.data import to_uint8
 from dire.synthesis.mtt import method_settings
 
 PUBLISHED = {"random real": 73.8, "DC": 82.3, "DSA": 84.6, "DM": 83.6, "MTT": 87.2}

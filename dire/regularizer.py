@@ -1,7 +1,8 @@
 """DiRe: the diversity regulariser on penultimate-layer embeddings.
 
 For one class c, with Z_c the n synthetic embeddings and R_c the m real ones
-(``dire.md`` §1):
+(Mohanty, Reddy, Mopuri, "DiRe: Diversity-promoting Regularization for Dataset
+Condensation", WACV 2026, Eq. of the objective; code: DIL-IITH/DiRe):
 
     CD_c  = mean_{i != j} cos(z_i, z_j)          (0 when n = 1)
     CDM_c = mean_{i, j}   1 - cos(z_i, r_j)
@@ -324,8 +325,9 @@ class DiRe(nn.Module):
             instead of every real embedding; None = exact. Built once per bank (seed 0) and kept.
 
     ``forward(z, labels, real)``: synthetic embeddings [N, d], their labels [N], and
-    the real embeddings as a dict class -> [m, d] tensor or a :class:`RealBank`
-    (faster: its padding and per-class sums are computed once).
+    the real embeddings as a :class:`RealBank` or a dict class -> [m, d] tensor. A dict is
+    padded into a bank once and the bank reused while the dict is unchanged (the same dict
+    holding the same tensors, none modified in place), so both forms cost the same per step.
     """
 
     def __init__(self, r_c: float = 1.0, r_e: float = 0.01, weight: float = 0.1, official: bool = False,
@@ -340,9 +342,18 @@ class DiRe(nn.Module):
         self.logdet_eps, self.edm_coreset = logdet_eps, edm_coreset
         self.terms = tuple(t for t in ALL_TERMS if t in terms)
         self._bank_cache: tuple[RealBank, torch.device, torch.dtype, RealBank] | None = None
+        self._dict_cache: tuple[Mapping, tuple, RealBank] | None = None
+
+    def _from_dict(self, real: Mapping[int, torch.Tensor]) -> RealBank:
+        """The bank of dict ``real``, rebuilt only when the dict, its tensors or their contents changed."""
+        signature = tuple((c, id(t), getattr(t, "_version", None)) for c, t in real.items())
+        cache = self._dict_cache
+        if cache is None or cache[0] is not real or cache[1] != signature:
+            self._dict_cache = cache = (real, signature, RealBank.from_dict(real))
+        return cache[2]
 
     def _bank(self, real: RealBank | Mapping[int, torch.Tensor], z: torch.Tensor) -> RealBank:
-        bank = real if isinstance(real, RealBank) else RealBank.from_dict(real)
+        bank = real if isinstance(real, RealBank) else self._from_dict(real)
         if bank.emb.device == z.device and bank.emb.dtype == z.dtype and self.edm_coreset is None:
             return bank
         # keep one device/dtype (and coreset) copy of a RealBank so it is not rebuilt every step

@@ -20,11 +20,25 @@ import torch
 DEFAULT_ROOT = Path(os.environ.get("DIRE_RUNS", "runs"))
 
 
-def added_field(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field added after run folders already existed: left out of configs (and so of their hashes)
-    while it holds its default (``default``, or ``default_factory()`` for a dict or list), so adding it keeps
-    every cached run valid."""
-    return dataclasses.field(default=default, default_factory=default_factory, metadata={"omit_default": True})
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING,
+            added: bool = False) -> Any:
+    """A config dataclass field with its ``help`` text (shown by the CLI and the notebooks' parameter checks).
+
+    ``added=True`` marks a field added after run folders already existed: it is left out of configs (and so of
+    their hashes) while it holds its default (``default``, or ``default_factory()`` for a dict or list), so
+    adding it keeps every cached run valid."""
+    metadata = {"help": help, **({"omit_default": True} if added else {})}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def added_field(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING) -> Any:
+    """:func:`setting` with ``added=True``."""
+    return setting(default, help, default_factory=default_factory, added=True)
+
+
+def field_help(cls: type, name: str) -> str:
+    """The ``help`` text of dataclass ``cls``'s field ``name`` ("" when it has none)."""
+    return next(f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name)
 
 
 def _field_default(f: dataclasses.Field) -> Any:

@@ -12,7 +12,7 @@ def runs_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def digits_teacher(runs_root):
     """A ConvNet-BN teacher trained on digits with the CPU recipe (seconds), shared by the session."""
-    from dire.teacher import get_teacher
+    from dire.nets.teacher import get_teacher
 
     return get_teacher("digits", "convnet_bn", recipe="cpu", seed=0, runs_root=runs_root, progress=False)
 
@@ -20,7 +20,7 @@ def digits_teacher(runs_root):
 @pytest.fixture(scope="session")
 def digits(digits_teacher):
     """(teacher, digits train set, the teacher's real bank of 100 per class)."""
-    from dire.bank import real_embedding_bank
+    from dire.nets.bank import real_embedding_bank
     from dire.data import load_dataset
 
     teacher, _ = digits_teacher

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from dire.cli import main
-from dire.tables import to_csv, to_markdown
+from dire.report.tables import to_csv, to_markdown
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -38,9 +38,10 @@ def test_condense_on_digits(runs_root, tmp_path, capsys):
 
 
 def test_student_recipe_settings_reach_the_student_and_bad_ones_fail_early(runs_root, tmp_path):
-    from dire.pipeline import Experiment, run_experiment
+    from dire.experiments.config import Experiment
+    from dire.experiments.pipeline import run_experiment
     from dire.synthesis import SynthesisConfig
-    from dire.tables import cross_architecture
+    from dire.experiments.drivers import cross_architecture
 
     out = tmp_path / "result.json"
     main(["condense", "--dataset", "digits", "--ipc", "2", "--ipc-per-unit", "2", "--iterations", "3",
@@ -53,7 +54,7 @@ def test_student_recipe_settings_reach_the_student_and_bad_ones_fail_early(runs_
         run_experiment(Experiment(**tiny, student_overrides={"learnig_rate": 1.0}), runs_root=tmp_path / "r1",
                        progress=False)
     assert not (tmp_path / "r1" / "synthetic").exists()
-    with pytest.raises(ValueError, match="DC protocol"):
+    with pytest.raises(ValueError, match="the .dc. protocol, which takes no recipe"):
         run_experiment(Experiment(**{**tiny, "method": "dm"}, student_overrides={"lr": 1e-3}), runs_root=tmp_path / "r2",
                        progress=False)
     with pytest.raises(ValueError, match=r"not among the students \['convnet'\]"):
@@ -96,7 +97,7 @@ def test_tables_render():
 
 
 def test_cross_architecture_and_flat_tables():
-    from dire.tables import cross_architecture_markdown, flat_rows, rows_to_csv
+    from dire.report.tables import cross_architecture_markdown, flat_rows, rows_to_csv
 
     def row(dire, student, acc):
         return {"method": "sre2l", "dire": dire, "student": student, "acc_final": {"mean": acc, "std": 1.0},
@@ -117,7 +118,7 @@ def test_cross_architecture_and_flat_tables():
 
 
 def test_with_method_carries_shared_settings_and_applies_overrides():
-    from dire.pipeline import Experiment, with_method
+    from dire.experiments.config import Experiment, with_method
     from dire.synthesis import SynthesisConfig
 
     base = Experiment(method="sre2l", method_kwargs={"r_bn": 1.0, "jitter": 4}, synthesis=SynthesisConfig(iterations=50))

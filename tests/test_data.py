@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dire import data as D
+from dire.data import datasets as D
 
 JPEG_TOL = 4 / 255  # solid-colour JPEGs at quality 95 decode within a couple of levels
 

@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from dire.data import TensorImageDataset, dataset_info, load_dataset
-from dire.dsa import DSA
+from dire.data.dsa import DSA
 from dire.metrics import intra_class_cosine
-from dire.models import embed_images
+from dire.nets.models import embed_images
 from dire.synthesis import DM, DiReConfig, SynthesisConfig, build_method, synthesize
-from dire.synthesis.base import Context, Unit, from_uint8
+from dire.synthesis.base import Context, Unit
+from dire.data import from_uint8
 from dire.synthesis.dm import fresh_network, mean_embedding_loss
 
 CPU = torch.device("cpu")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dire.dsa import DSA, GROUPS, STRATEGY, DSAParams, apply_group, dsa, parse_strategy
+from dire.data.dsa import DSA, GROUPS, STRATEGY, DSAParams, apply_group, dsa, parse_strategy
 
 
 def _images(n=4, c=3, size=12, seed=0):

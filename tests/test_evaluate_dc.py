@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from dire.data import load_dataset
-from dire.evaluate_dc import DCProtocol, evaluate_dc, learning_rate, lr_at_epoch
-from dire.synthesis.base import to_uint8
-from dire.zca import ZCA
-import dire.evaluate_dc as evaluate_dc_module
+from dire.evaluation.dc import DCProtocol, evaluate_dc, learning_rate, lr_at_epoch
+from dire.data import to_uint8
+from dire.data.zca import ZCA
+import dire.evaluation.dc as evaluate_dc_module
 
 
 @pytest.fixture(scope="module")

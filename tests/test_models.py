@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dire.models import Classifier, build_model, embed_images, features_and_logits, list_models
+from dire.nets.models import Classifier, build_model, embed_images, features_and_logits, list_models
 
 
 @pytest.mark.parametrize("name", ["convnet", "convnet_bn", "resnet18", "resnet50"])
@@ -109,7 +109,7 @@ def test_cross_arch_cnn_large_images_keep_torchvision_strides(name):
 
 
 def test_transformer_patches_and_windows():
-    from dire.models import swin_config, vit_patch_size
+    from dire.nets.models import swin_config, vit_patch_size
 
     assert [vit_patch_size(s) for s in (8, 28, 32, 64, 224)] == [2, 4, 4, 8, 16]
     for size in (4, 7, 10, 12, 28, 96):
@@ -130,7 +130,7 @@ def test_transformer_patches_and_windows():
 
 
 def test_wrn_16_2_matches_the_published_size_and_ensemble_averages_logits():
-    from dire.models import Ensemble
+    from dire.nets.models import Ensemble
 
     wrn = build_model("wrn_16_2", num_classes=100, in_channels=3, image_size=32)
     # WRN-16-2 on CIFAR-100 is reported at 0.70 M parameters (e.g. the CRD distillation benchmark)

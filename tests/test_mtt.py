@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-import dire.mtt as mtt_module
+import dire.nets.experts as mtt_module
 from dire.data import load_dataset
-from dire.models import MODELS, build_model
-from dire.mtt import ExpertConfig, Experts, train_experts
+from dire.nets.models import MODELS, build_model
+from dire.nets.experts import ExpertConfig, Experts, train_experts
 from dire.synthesis import MTT, DiReConfig, SynthesisConfig, build_method, synthesize
-from dire.synthesis.base import Context, Unit, from_uint8
+from dire.synthesis.base import Context, Unit
+from dire.data import from_uint8
 from dire.synthesis.mtt import MTT_SETTINGS, method_settings, mtt_settings
 
 CPU = torch.device("cpu")

@@ -5,11 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dire.bank import real_embedding_bank
+from dire.nets.bank import real_embedding_bank
 from dire.metrics import intra_class_cosine
-from dire.models import embed_images
+from dire.nets.models import embed_images
 from dire.synthesis import DiReConfig, SynthesisConfig, build_method, synthesize
-from dire.synthesis.base import Context, from_uint8, to_uint8
+from dire.synthesis.base import Context
+from dire.data import from_uint8, to_uint8
 from dire.synthesis.gvbsm import StatisticsMatcher, conv_statistics, densification_loss, feature_statistics
 from dire.synthesis.ufc import ufc_ipc_init
 
@@ -17,7 +18,7 @@ from dire.synthesis.ufc import ufc_ipc_init
 @pytest.fixture(scope="module")
 def two_teachers(digits, runs_root):
     """The shared digits ConvNet-BN teacher and a narrower ConvNet-BN, with their banks."""
-    from dire.teacher import get_teacher
+    from dire.nets.teacher import get_teacher
 
     teacher, train, bank = digits
     second, _ = get_teacher("digits", "convnet_bn_w32", recipe="cpu", seed=1, runs_root=runs_root, progress=False)

@@ -1,4 +1,4 @@
-"""dire.plots: byte-identical saves, t-SNE determinism, grids and bars (CPU, Agg)."""
+"""dire.report.plots: byte-identical saves, t-SNE determinism, grids and bars (CPU, Agg)."""
 
 import os
 import subprocess
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from dire.plots import bar_chart, image_grid, save_figure, tsne_embed, tsne_figure
+from dire.report.plots import bar_chart, image_grid, save_figure, tsne_embed, tsne_figure
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +32,7 @@ def _clusters(n_per_class: int, classes: int = 3, d: int = 16, seed: int = 0, sh
 
 # Built here and, for the cross-process check, in a fresh interpreter.
 TOY_FIGURE = """
-from dire.plots import bar_chart, set_style
+from dire.report.plots import bar_chart, set_style
 set_style()
 fig = bar_chart(
     [{"ipc": 1, "method": "SRe2L", "acc": 20.5, "std": 1.0},
@@ -67,7 +67,7 @@ def test_save_figure_bytes_match_a_fresh_process(tmp_path):
     here = save_figure(_toy_figure(), tmp_path / "here" / "fig")
     env = {**os.environ, "PYTHONHASHSEED": "12345", "MPLBACKEND": "Agg",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    code = TOY_FIGURE + "import sys\nfrom dire.plots import save_figure\nsave_figure(fig, sys.argv[1])\n"
+    code = TOY_FIGURE + "import sys\nfrom dire.report.plots import save_figure\nsave_figure(fig, sys.argv[1])\n"
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "there" / "fig")], env=env, check=True, timeout=60)
     for p in here:
         assert p.read_bytes() == (tmp_path / "there" / p.name).read_bytes(), p.name
@@ -155,7 +155,7 @@ def test_bar_chart_groups_and_rejects_duplicates():
 
 
 def test_heatmap_cells_facets_and_duplicates():
-    from dire.plots import heatmap
+    from dire.report.plots import heatmap
 
     rows = [{"w": w, "r": r, "f": f, "acc": 10 * w + r + f} for w in (0.1, 1.0) for r in (0.0, 0.5) for f in (1, 2)]
     fig = heatmap(rows[:-1], x="w", y="r", value="acc", facet="f")  # one cell missing: left blank

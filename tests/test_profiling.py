@@ -1,16 +1,15 @@
-"""dire.profiling: stopwatch, peak memory, fresh-process runs, step breakdown (CPU)."""
+"""dire.experiments.profiling: stopwatch, peak memory, fresh-process runs (CPU)."""
 
 import time
 
 import pytest
 
-from dire.profiling import (
+from dire.experiments.profiling import (
     PeakMemory,
     Stopwatch,
     peak_memory,
     peak_rss_bytes,
     run_in_fresh_process,
-    step_breakdown,
     timed,
 )
 
@@ -35,8 +34,8 @@ def test_peak_memory_cpu_reports_unresettable_rss():
 
 
 def test_fresh_process_peak_rss_tracks_allocation():
-    small = run_in_fresh_process("dire.profiling:_allocate", {"mb": 10}, timeout=60)
-    large = run_in_fresh_process("dire.profiling:_allocate", {"mb": 200}, timeout=60)
+    small = run_in_fresh_process("dire.experiments.profiling:_allocate", {"mb": 10}, timeout=60)
+    large = run_in_fresh_process("dire.experiments.profiling:_allocate", {"mb": 200}, timeout=60)
     assert small["result"] == {"mb": 10, "sum": 10 * MIB}
     assert large["result"] == {"mb": 200, "sum": 200 * MIB}
     assert large["peak_rss_bytes"] - small["peak_rss_bytes"] >= 150 * MIB
@@ -49,11 +48,11 @@ def test_fresh_process_peak_rss_tracks_allocation():
 
 def test_fresh_process_errors_carry_child_stderr():
     with pytest.raises(RuntimeError, match="negative dimensions"):
-        run_in_fresh_process("dire.profiling:_allocate", {"mb": -1}, timeout=60)
+        run_in_fresh_process("dire.experiments.profiling:_allocate", {"mb": -1}, timeout=60)
     with pytest.raises(RuntimeError, match="no_such_function"):
-        run_in_fresh_process("dire.profiling:no_such_function", {}, timeout=60)
+        run_in_fresh_process("dire.experiments.profiling:no_such_function", {}, timeout=60)
     with pytest.raises(ValueError, match="module:function"):
-        run_in_fresh_process("dire.profiling._allocate", {})
+        run_in_fresh_process("dire.experiments.profiling._allocate", {})
 
 
 HELPER = """
@@ -86,28 +85,6 @@ def test_fresh_process_timeout(helper_module):
     with pytest.raises(TimeoutError):
         run_in_fresh_process(f"{helper_module}:nap", {"seconds": 30}, timeout=1.0)
     assert time.perf_counter() - start < 10
-
-
-def test_step_breakdown_shares_sum_to_one():
-    calls = []
-    parts = {
-        "method loss": lambda: (calls.append("a"), time.sleep(0.02)),
-        "DiRe term": lambda: (calls.append("b"), time.sleep(0.005)),
-        "backward": lambda: calls.append("c"),
-    }
-    out = step_breakdown(parts, repeats=3, warmup=2)
-    assert calls == ["a", "b", "c"] * 5  # warm-up steps run too, in order
-    shares = [out[f"{name} share"] for name in parts]
-    assert sum(shares) == pytest.approx(1.0)
-    assert out["total s"] == pytest.approx(sum(out[f"{name} s"] for name in parts))
-    assert out["method loss s"] >= 0.018 and out["method loss share"] > out["DiRe term share"] > out["backward share"]
-
-
-def test_step_breakdown_rejects_bad_arguments():
-    with pytest.raises(ValueError):
-        step_breakdown({})
-    with pytest.raises(ValueError):
-        step_breakdown({"a": lambda: None}, repeats=0)
 
 
 def test_cuda_paths_call_the_allocator_api(monkeypatch):

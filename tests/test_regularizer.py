@@ -1,4 +1,4 @@
-"""DiRe terms against float64 references written here from dire.md §1, and the
+"""DiRe terms against float64 references written here from the DiRe paper's definitions (WACV 2026), and the
 release's arithmetic against the release's own per-class torchmetrics calls."""
 
 import itertools
@@ -145,3 +145,25 @@ def test_bad_inputs_have_clear_errors():
         reg(torch.randn(2, 5), torch.tensor([0, 0]), {0: torch.randn(2, 3)})
     with pytest.raises(ValueError, match="n, m >= 1"):
         class_terms(torch.randn(0, 3), torch.randn(2, 3))
+
+
+def test_a_dict_bank_is_built_once_and_rebuilt_only_when_it_changes(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    real = {c: torch.rand(7, 5, generator=g, dtype=torch.float64) for c in range(3)}
+    z = torch.rand(6, 5, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    builds = []
+    original = RealBank.from_dict.__func__
+    monkeypatch.setattr(RealBank, "from_dict", classmethod(lambda cls, *a, **k: builds.append(1) or original(cls, *a, **k)))
+    reg = DiRe()
+    first = [reg(z, labels, real) for _ in range(3)]
+    assert len(builds) == 1 and all(torch.equal(v, first[0]) for v in first)
+    assert torch.allclose(first[0], DiRe()(z, labels, original(RealBank, real)), rtol=0, atol=1e-12)
+    real[1].mul_(2.0)  # changed in place: the cached bank would be stale
+    changed = reg(z, labels, real)
+    assert len(builds) == 2  # rebuilt
+    assert torch.allclose(changed, DiRe()(z, labels, original(RealBank, real)), rtol=0, atol=1e-12)
+    reg(z, labels, real)
+    assert len(builds) == 2  # unchanged since: reused
+    reg(z, labels, dict(real))  # another dict object with the same tensors
+    assert len(builds) == 3

@@ -5,8 +5,8 @@ import csv
 
 import pytest
 
-from dire.notebook import check_parameters
-from dire.reproduce import NOTEBOOKS, list_notebooks, load_profile, reproduce, run_notebook
+from dire.report.notebook import check_parameters
+from dire.report.reproduce import NOTEBOOKS, list_notebooks, load_profile, reproduce, run_notebook
 
 
 def test_every_profile_file_names_known_parameters():

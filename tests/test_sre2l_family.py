@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from dire.metrics import intra_class_cosine
-from dire.models import embed_images
+from dire.nets.models import embed_images
 from dire.synthesis import DiReConfig, SynthesisConfig, build_method, synthesize
-from dire.synthesis.base import Context, Unit, from_uint8
+from dire.synthesis.base import Context, Unit
+from dire.data import from_uint8
 from dire.synthesis.cda import curriculum_min_scale
 from dire.synthesis.delt import join_rounds, median_confidence_images
 from dire.synthesis.dwa import perturb_weights

@@ -10,13 +10,16 @@ import torch
 
 from dire.cli import main
 from dire.data import load_dataset, validation_split
-from dire.pipeline import Experiment, run_experiment
+from dire.experiments.config import Experiment
+from dire.experiments.pipeline import run_experiment
 from dire.runs import config_hash
 from dire.synthesis import DiReConfig, SynthesisConfig
-from dire.sweep import grid_points, load_weights, resolve_dire, select, sweep, write_selection
-from dire.tables import compare, to_markdown
-from dire.teacher import teacher_config
-from dire.train import get_recipe
+from dire.experiments.sweep import grid_points, select, sweep, write_selection
+from dire.experiments.config import load_weights, resolve_dire
+from dire.experiments.drivers import compare
+from dire.report.tables import to_markdown
+from dire.nets.teacher import teacher_config
+from dire.nets.train import get_recipe
 
 
 def test_validation_split_is_per_class_seeded_and_disjoint():

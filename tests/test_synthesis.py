@@ -5,10 +5,11 @@ import torch
 
 from dire.data import load_dataset
 from dire.metrics import intra_class_cosine
-from dire.models import embed_images
+from dire.nets.models import embed_images
 from dire.synthesis import DiReConfig, SRe2L, SynthesisConfig, plan_units, synthesize
 from dire.synthesis import base as synthesis_base
-from dire.synthesis.base import Context, from_uint8
+from dire.synthesis.base import Context
+from dire.data import from_uint8
 
 
 def test_plan_units_layouts():

@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-from dire.augment import mixup, random_flip, random_resized_crop, random_roll
+from dire.data.augment import mixup, random_flip, random_resized_crop, random_roll
 from dire.data import load_dataset
-from dire.evaluate import evaluate_synthetic, summarize
-from dire.train import Recipe, get_recipe, kd_loss, lr_at
+from dire.evaluation.common import summarize
+from dire.evaluation.soft import evaluate_synthetic
+from dire.nets.train import Recipe, get_recipe, kd_loss, lr_at
 
 
 def test_cosine_schedule_with_warmup():
@@ -50,7 +51,7 @@ def test_recipes():
         get_recipe("x", student=True)
     with pytest.raises(ValueError, match="optimizer must be"):
         get_recipe("cpu", student=True, optimizer="lamb")
-    with pytest.raises(ValueError, match=r"unknown recipe setting\(s\) \['learning_rate'\].*fields of dire.train.Recipe"):
+    with pytest.raises(ValueError, match=r"unknown recipe setting\(s\) \['learning_rate'\].*fields of dire.nets.train.Recipe"):
         get_recipe("cpu", student=True, learning_rate=1e-3)
 
 
@@ -76,7 +77,7 @@ def test_summarize():
 
 
 def test_loader_yields_every_item_once_in_batches():
-    from dire.train import loader
+    from dire.nets.train import loader
 
     ds = load_dataset("digits", split="test")
     batches = list(loader(ds, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0)))

@@ -1,8 +1,22 @@
-"""Synthesis methods on one shared loop (``base.synthesize``)."""
+"""Stage 4, synthesis: the shared loop (:mod:`dire.synthesis.base`) and one registered class per method.
+
+Importing this package registers every method in :data:`METHODS` (``@register`` in each module).
+"""
 
 import dataclasses
 
-from dire.synthesis.base import Context, DiReConfig, Method, Step, SynthesisConfig, Unit, plan_units, synthesize
+from dire.synthesis.base import (
+    METHODS,
+    Context,
+    DiReConfig,
+    Method,
+    Step,
+    SynthesisConfig,
+    Unit,
+    plan_units,
+    register,
+    synthesize,
+)
 from dire.synthesis.cda import CDA
 from dire.synthesis.delt import DELT
 from dire.synthesis.dm import DM
@@ -12,11 +26,9 @@ from dire.synthesis.mtt import MTT
 from dire.synthesis.sre2l import SRe2L
 from dire.synthesis.ufc import UFC
 
-METHODS: dict[str, type[Method]] = {"sre2l": SRe2L, "cda": CDA, "dwa": DWA, "delt": DELT, "gvbsm": GVBSM, "ufc": UFC,
-                                    "dm": DM, "mtt": MTT}
-
 
 def build_method(name: str, **kwargs) -> Method:
+    """The registered method ``name`` with ``kwargs`` as its settings (unknown names and settings are refused)."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
     valid = [f.name for f in dataclasses.fields(METHODS[name])] if dataclasses.is_dataclass(METHODS[name]) else []
@@ -27,5 +39,4 @@ def build_method(name: str, **kwargs) -> Method:
 
 
 __all__ = ["CDA", "DELT", "DM", "DWA", "GVBSM", "METHODS", "MTT", "UFC", "Context", "DiReConfig", "Method", "SRe2L",
-           "Step", "SynthesisConfig", "Unit", "build_method",
-           "plan_units", "synthesize"]
+           "Step", "SynthesisConfig", "Unit", "build_method", "plan_units", "register", "synthesize"]

@@ -25,29 +25,29 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from dire.data import DatasetInfo, ImageDataset
+from dire.data import DatasetInfo, ImageDataset, to_uint8
 from dire.regularizer import TERMS, DiRe, RealBank
-from dire.runs import added_field, atomic_save, load
+from dire.runs import added_field, atomic_save, load, setting
 
 
 @dataclass
 class DiReConfig:
-    """The DiRe term added to a method's loss (release defaults)."""
+    """The DiRe term added to a method's loss (the release's weights)."""
 
-    enabled: bool = False  # off = the plain method
-    r_c: float = 1.0  # weight of CD + CDM
-    r_e: float = 0.01  # weight of EDM
-    weight: float = 0.1  # overall multiplier w
-    official: bool = False  # the release's diagonal arithmetic instead of the exact definition
-    terms: tuple[str, ...] = TERMS  # which of cd, cdm, edm (and logdet, the DPP alternative to cd) are on
-    logdet_eps: float = added_field(0.1)  # ridge ε of the log-det term
-    edm_coreset: int | None = added_field(None)  # EDM against k-means centres per class (None = exact)
+    enabled: bool = setting(False, "add the DiRe regulariser (off = the plain method)")
+    r_c: float = setting(1.0, "DiRe weight of CD + CDM")
+    r_e: float = setting(0.01, "DiRe weight of EDM")
+    weight: float = setting(0.1, "DiRe overall weight w")
+    official: bool = setting(False, "the release's diagonal arithmetic instead of the exact terms")
+    terms: tuple[str, ...] = setting(TERMS, "DiRe terms that are on: a subset of cd, cdm, edm, logdet")
+    logdet_eps: float = added_field(0.1, "ridge eps of the log-det term")
+    edm_coreset: int | None = added_field(None, "EDM against this many k-means centres per class (None: exact)")
 
     def module(self) -> DiRe | None:
         if not self.enabled:
@@ -58,16 +58,16 @@ class DiReConfig:
 
 @dataclass
 class SynthesisConfig:
-    """What every method shares: the budget, the layout and the optimiser."""
+    """What every method shares: the budget, the layout and the optimiser (smoke-sized defaults)."""
 
-    ipc: int = 10  # images per class
-    iterations: int = 1000  # optimisation steps per unit
-    lr: float = 0.25  # Adam learning rate, cosine-annealed to 0
-    betas: tuple[float, float] = (0.5, 0.9)  # Adam betas (SRe2L)
-    ipc_per_unit: int = 1  # images of each class optimised together (1 = SRe2L, 10 = DiRe release)
-    classes_per_unit: int | None = None  # classes per unit; None = all classes
-    init: str = "noise"  # "noise" (N(0, 1) in normalized space) or "real" (random real images of the class)
-    seed: int = 0
+    ipc: int = setting(5, "images per class")
+    iterations: int = setting(20, "synthesis steps per unit (SRe2L and the DiRe release: 1000)")
+    lr: float = setting(0.25, "synthesis learning rate (Adam, cosine to 0)")
+    betas: tuple[float, float] = setting((0.5, 0.9), "Adam betas (SRe2L)")
+    ipc_per_unit: int = setting(5, "images of a class optimised together (SRe2L: 1; DiRe release: 10)")
+    classes_per_unit: int | None = setting(None, "classes per unit (None: all; DiRe release: 50)")
+    init: str = setting("noise", "synthetic init: noise (N(0, 1), normalized) or real (random real images)")
+    seed: int = setting(0, "synthesis seed")
 
     def validate(self, num_classes: int) -> None:
         if self.ipc < 1 or self.ipc_per_unit < 1:
@@ -124,6 +124,7 @@ class Context:
     teachers: list[nn.Module] = field(default_factory=list)
     banks: list[RealBank | None] = field(default_factory=list)
     cache_dir: Path | None = None  # where a method may cache what it precomputes from real data (G-VBSM)
+    experts: Any = None  # expert trajectories (dire.nets.experts.Experts) of a method that ``needs_experts``
 
     def __post_init__(self) -> None:
         self.teachers = self.teachers or ([self.teacher] if self.teacher is not None else [])
@@ -173,16 +174,31 @@ class Step:
         return groups
 
 
+METHODS: dict[str, type["Method"]] = {}
+
+
+def register(cls: type["Method"]) -> type["Method"]:
+    """Class decorator: add a method to :data:`METHODS` under its ``name``; a name may be registered once."""
+    if cls.name in METHODS:
+        raise ValueError(f"a synthesis method named {cls.name!r} is already registered ({METHODS[cls.name].__qualname__})")
+    METHODS[cls.name] = cls
+    return cls
+
+
 class Method:
     """Base class: noise or real init, the images themselves as parameters, clamping after each step.
 
-    Subclasses override :meth:`loss` (required) and any other hook.
+    Subclasses override :meth:`loss` (required) and any other hook, and are registered with
+    :func:`register`. Besides its hooks a method declares what the pipeline must prepare for it
+    (class attributes, never changed after construction): its student ``protocol`` (a name in
+    ``dire.evaluation.PROTOCOLS``), its ``default_teacher_set`` and whether it ``needs_experts``.
     """
 
     name = "method"
     cosine_lr = True  # anneal every parameter group's lr to 0 over the unit (SRe2L); False = constant (DM, MTT)
     protocol = "soft"  # how students are evaluated by default: "soft" (teacher soft labels) or "dc" (DM, MTT)
-    default_teacher_set: str | None = None  # multi-teacher methods: the paper's teachers (dire.pipeline.TEACHER_SETS)
+    default_teacher_set: str | None = None  # multi-teacher methods: the paper's teachers (config.TEACHER_SETS)
+    needs_experts = False  # True: the pipeline trains expert trajectories first and passes them in ctx.experts
     own_bank = False  # True: every Step carries its own real bank (DM, MTT), so DiRe needs no ctx.bank
 
     @classmethod
@@ -263,15 +279,6 @@ def real_init(ctx: Context, cls: int, slots: Sequence[int]) -> torch.Tensor:
     if len(pool) < ctx.config.ipc:
         raise ValueError(f"class {cls} has {len(pool)} real images, fewer than ipc={ctx.config.ipc} for real init")
     return pool[list(slots)]
-
-
-def to_uint8(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
-    """Quantise normalized images to stored 8-bit pixels (what saving PNGs would keep)."""
-    return info.denormalize(images.detach().cpu().float()).clamp(0, 1).mul(255).round().to(torch.uint8)
-
-
-def from_uint8(pixels: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
-    return info.normalize(pixels.float() / 255)
 
 
 def _unit_generator(seed: int, unit: Unit) -> torch.Generator:

@@ -1,4 +1,5 @@
-"""CDA: curriculum data synthesis (Yin & Shen, TMLR 2024), methods.md §2.
+"""CDA: curriculum data synthesis (Yin & Shen, "Dataset Distillation via Curriculum Data
+Synthesis in Large Data Era", TMLR 2024; VILA-Lab/SRe2L ``CDA/``).
 
 SRe2L recover with one change: the lower bound of the RandomResizedCrop scale
 follows an easy-to-hard curriculum. It starts at 1.0 (the whole image) and decays
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from dire.synthesis.base import Context
+from dire.synthesis.base import Context, register
 from dire.synthesis.sre2l import SRe2L
 
 CURRICULA = ("cosine", "linear", "step")
@@ -38,6 +39,7 @@ def curriculum_min_scale(t: float, span: float, *, mode: str = "cosine", min_sca
     return 1.0
 
 
+@register
 @dataclass
 class CDA(SRe2L):
     curriculum: str = "cosine"  # easy-to-hard schedule of the crop's lower bound: cosine, linear or step

@@ -1,4 +1,5 @@
-"""DELT: diversity-driven EarlyLate training (Shen et al., CVPR 2025), methods.md §6.
+"""DELT: diversity-driven EarlyLate training (Shen et al., CVPR 2025;
+VILA-Lab/DELT ``recover/recover.py``).
 
 CDA recover with two changes:
 
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dire.synthesis.base import Context, Step, Unit
+from dire.synthesis.base import Context, Step, Unit, register
 from dire.synthesis.cda import CDA
 
 
@@ -55,6 +56,7 @@ def median_confidence_images(teacher: torch.nn.Module, images: torch.Tensor, cls
     return images[order[start : start + k]]
 
 
+@register
 @dataclass
 class DELT(CDA):
     round_iterations: int = 500  # R: iterations per round; a new group of each class's images joins every R

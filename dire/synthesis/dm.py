@@ -1,4 +1,5 @@
-"""DM: Dataset Condensation with Distribution Matching (Zhao & Bilen, WACV 2023), methods.md §7.3.
+"""DM: Dataset Condensation with Distribution Matching (Zhao & Bilen, WACV 2023;
+VICO-UoE/DatasetCondensation ``main_DM.py``).
 
 Each iteration draws a freshly initialised network (default the DC ConvNet, train mode,
 ``requires_grad_(False)``) and, for every class c, minimises
@@ -41,10 +42,10 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
-from dire.dsa import STRATEGY, DSA
-from dire.models import build_model, features_and_logits
+from dire.data.dsa import STRATEGY, DSA
+from dire.nets.models import build_model, features_and_logits
 from dire.regularizer import RealBank
-from dire.synthesis.base import Context, Method, Step, Unit, real_init
+from dire.synthesis.base import Context, Method, Step, Unit, real_init, register
 
 
 def fresh_network(model: str, ctx: Context, generator: torch.Generator) -> nn.Module:
@@ -81,6 +82,7 @@ def mean_embedding_loss(net: nn.Module, real: Sequence[torch.Tensor], syn: Seque
     return ((mu_real - mu_syn) ** 2).sum(), z_syn, list(z_real)
 
 
+@register
 @dataclass
 class DM(Method):
     model: str = "convnet"  # the randomly initialised embedding network (DM: ConvNet-3, instance norm)

@@ -1,4 +1,5 @@
-"""DWA: directed weight adjustment (Du et al., NeurIPS 2024, "Diversity-Driven Synthesis"), methods.md §3.
+"""DWA: directed weight adjustment (Du et al., NeurIPS 2024, "Diversity-Driven Synthesis";
+AngusDujw/Diversity-Driven-Synthesis ``distillation/``).
 
 SRe2L recover with three changes:
 
@@ -31,8 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dire.augment import random_roll
-from dire.synthesis.base import Context, Unit, real_init
+from dire.data.augment import random_roll
+from dire.synthesis.base import Context, Unit, real_init, register
 from dire.synthesis.sre2l import SRe2L
 
 
@@ -56,6 +57,7 @@ def perturb_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, rho: 
     return perturbed.requires_grad_(False)
 
 
+@register
 @dataclass
 class DWA(SRe2L):
     rho: float = 15e-3  # total radius of the weight perturbation (all datasets in the release)

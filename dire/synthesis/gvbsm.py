@@ -1,4 +1,5 @@
-"""G-VBSM: generalized various backbone and statistical matching (Shao et al., CVPR 2024), methods.md §5.
+"""G-VBSM: generalized various backbone and statistical matching (Shao et al., CVPR 2024;
+shaoshitong/G_VBSM_Dataset_Condensation ``Branch_CIFAR_100/recover``).
 
 Delta from SRe2L (read in shaoshitong/G_VBSM_Dataset_Condensation, ``Branch_CIFAR_100/recover``):
 
@@ -43,9 +44,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dire.models import features_and_logits
+from dire.nets.models import features_and_logits
 from dire.runs import atomic_save, load
-from dire.synthesis.base import Context, Method, Step, Unit
+from dire.synthesis.base import Context, Method, Step, Unit, register
 
 STATS = ("mean", "var", "patch_mean", "patch_var")
 
@@ -185,6 +186,7 @@ def densification_loss(x: torch.Tensor, labels: torch.Tensor, *, tau: float = 4.
     return total
 
 
+@register
 @dataclass
 class GVBSM(Method):
     r_loss: float = 0.01  # weight of the BN + Conv statistics terms

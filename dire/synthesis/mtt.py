@@ -1,6 +1,7 @@
-"""MTT: Matching Training Trajectories (Cazenavette et al., CVPR 2022, ``distill.py``), methods.md §8.2.
+"""MTT: Matching Training Trajectories (Cazenavette et al., CVPR 2022;
+GeorgeCazenavette/mtt-distillation ``distill.py``).
 
-Each iteration picks a random expert (see :mod:`dire.mtt`) and a start epoch
+Each iteration picks a random expert (see :mod:`dire.nets.experts`) and a start epoch
 t ~ U{0..max_start_epoch-1}, starts a student at the expert's θ*_t and unrolls
 ``syn_steps`` SGD steps on synthetic minibatches (per-sample DSA) with a learnable
 step size ``syn_lr``; the loss is
@@ -43,11 +44,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from dire.dsa import STRATEGY, DSA
-from dire.models import build_model, features_and_logits
-from dire.mtt import Experts
+from dire.data.dsa import STRATEGY, DSA
+from dire.nets.models import build_model, features_and_logits
+from dire.nets.experts import Experts
 from dire.regularizer import RealBank
-from dire.synthesis.base import Context, Method, Step, Unit, pixel_bounds, real_init
+from dire.synthesis.base import Context, Method, Step, Unit, pixel_bounds, real_init, register
 
 _KEYS = ("syn_steps", "expert_epochs", "max_start_epoch", "lr_img", "lr_lr", "lr_teacher", "zca", "batch_syn", "model")
 
@@ -103,9 +104,10 @@ class _EmbedAndLogits(nn.Module):
         return features_and_logits(self.net, x)
 
 
+@register
 @dataclass
 class MTT(Method):
-    experts_dir: str = ""  # folder written by dire.mtt.train_experts
+    experts_dir: str = ""  # folder written by dire.nets.experts.train_experts; the pipeline passes ctx.experts instead
     num_experts: int | None = None  # use the first k experts; None = all finished ones
     syn_steps: int = 20  # unrolled student steps N per iteration
     expert_epochs: int = 2  # M: target = θ*_{t+M}
@@ -123,6 +125,7 @@ class MTT(Method):
     name = "mtt"
     protocol = "dc"  # evaluated like the DC/DM/MTT papers: hard labels, SGD, DSA
     cosine_lr = False
+    needs_experts = True  # the pipeline trains (or loads) the experts and passes them in ctx.experts
     own_bank = True  # the bank is embedded with each iteration's θ*_t (see the module docstring)
 
     @classmethod
@@ -141,9 +144,15 @@ class MTT(Method):
                              f"{self.expert_epochs}, {self.max_start_epoch}")
         if self.init not in (None, "real", "noise"):
             raise ValueError(f"init must be 'real', 'noise' or None; got {self.init!r}")
-        self._experts = Experts(self.experts_dir, limit=self.num_experts)
+        if ctx.experts is not None:
+            self._experts = ctx.experts
+        elif self.experts_dir:
+            self._experts = Experts(self.experts_dir, limit=self.num_experts)
+        else:
+            raise ValueError("MTT needs expert trajectories: pass ctx.experts (dire.nets.experts.Experts) or set "
+                             "experts_dir to a folder written by dire.nets.experts.train_experts")
         if self._experts.dataset != ctx.info.name:
-            raise ValueError(f"the experts in {self.experts_dir} were trained on {self._experts.dataset!r}, "
+            raise ValueError(f"the experts in {self._experts.folder} were trained on {self._experts.dataset!r}, "
                              f"not {ctx.info.name!r}")
         if self.max_start_epoch - 1 + self.expert_epochs > self._experts.epochs:
             raise ValueError(f"max_start_epoch - 1 + expert_epochs = {self.max_start_epoch - 1 + self.expert_epochs} "

@@ -1,4 +1,5 @@
-"""SRe2L recover (Yin, Xing, Shen, NeurIPS 2023), methods.md §1.3.
+"""SRe2L recover (Yin, Xing, Shen, "Squeeze, Recover and Relabel", NeurIPS 2023;
+VILA-Lab/SRe2L ``SRe2L/*small_dataset/recover``).
 
 Loss on the augmented batch: ``CE(teacher(x_aug), y) + r_bn * R_BN`` with R_BN the
 BN-statistics loss (first BN ×10). Augmentation: optional RandomResizedCrop and
@@ -16,12 +17,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dire.augment import random_flip, random_resized_crop, random_roll
-from dire.models import features_and_logits
-from dire.synthesis.base import Context, Method, Step, Unit
+from dire.data.augment import random_flip, random_resized_crop, random_roll
+from dire.nets.models import features_and_logits
+from dire.synthesis.base import Context, Method, Step, Unit, register
 from dire.synthesis.bn import BNStatistics
 
 
+@register
 @dataclass
 class SRe2L(Method):
     r_bn: float = 0.01  # BN-statistics weight (CIFAR 0.01; Tiny 1.0; the DiRe release 1.0)

@@ -1,4 +1,6 @@
-"""UFC / INFER: inter-class feature compensators (Zhang et al., ICLR 2025), methods.md §4.
+"""UFC / INFER: inter-class feature compensators (Zhang et al., "Breaking Class
+Barriers: Efficient Dataset Distillation via Inter-Class Feature Compensator", ICLR 2025;
+zhangxin-xd/UFC ``ufc_generation/``).
 
 "One instance for all classes": each unit holds one real image of every class, and
 per teacher architecture m a single learnable perturbation ``U_m`` [1, C, H, W]
@@ -33,9 +35,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from dire.augment import random_roll
-from dire.models import features_and_logits
-from dire.synthesis.base import Context, Method, Step, Unit, plan_units, real_init
+from dire.data.augment import random_roll
+from dire.nets.models import features_and_logits
+from dire.synthesis.base import Context, Method, Step, Unit, plan_units, real_init, register
 from dire.synthesis.bn import BNStatistics
 
 
@@ -48,6 +50,7 @@ def ufc_ipc_init(ipc: int, num_teachers: int, num_classes: int) -> int:
     return n
 
 
+@register
 @dataclass
 class UFC(Method):
     r_bn: float = 1.0  # BN-statistics weight (CIFAR 1; ImageNet 0.01)

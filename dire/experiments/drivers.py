@@ -1,4 +1,6 @@
-"""Multi-seed comparisons and result tables (CSV + Markdown).
+"""Experiment drivers behind the paper tables: seeds, method comparisons, the ablation, cross-architecture.
+
+They return rows (dicts of ``{"mean", "std", "n"}`` statistics); :mod:`dire.report.tables` formats them.
 
 Seed ``s`` of an experiment means synthesis seed ``s`` *and* student seed ``s``, so
 the spread covers both the synthetic set and the student's training.
@@ -6,16 +8,12 @@ the spread covers both the synthetic set and the student's training.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import math
-import statistics
-from pathlib import Path
 from typing import Callable, Sequence
 
-from dire.pipeline import Experiment, run_experiment, with_method
-from dire.runs import atomic_write_text
+from dire.evaluation import summarize
+from dire.experiments.config import Experiment, resolve_dire, with_method
+from dire.experiments.pipeline import run_experiment
 
 METRICS = ("acc_final", "acc_best", "vendi", "coverage", "intra_class_cosine", "precision", "density",
            "synthesis_s_per_image")
@@ -39,9 +37,7 @@ def run_seeds(exp: Experiment, seeds: Sequence[int], **run_kwargs) -> dict:
     summary = {"runs": runs, "teacher_acc": runs[0]["teacher_acc"], "metric_network": runs[0]["metric_network"],
                "protocol": runs[0]["protocol"], "teachers": runs[0]["teachers"]}
     for key in METRICS:
-        values = [r[key] for r in runs if key in r and not math.isnan(r[key])]
-        summary[key] = {"mean": statistics.fmean(values) if values else math.nan,
-                        "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
+        summary[key] = summarize(r[key] for r in runs if key in r)
     return summary
 
 
@@ -49,14 +45,12 @@ def compare(base: Experiment, *, seeds: Sequence[int] = (0, 1, 2), methods: Sequ
             overrides: dict[str, dict] | None = None, variants: dict[str, dict] | None = None,
             log: Callable[[str], None] = print, **run_kwargs) -> list[dict]:
     """Rows of method × {baseline, + DiRe, + DiRe (variant) ...} for ``base`` (its ``dire`` settings give the
-    + DiRe row); ``overrides[method]`` holds that method's own settings (see :func:`dire.pipeline.with_method`).
+    + DiRe row); ``overrides[method]`` holds that method's own settings (see :func:`dire.experiments.pipeline.with_method`).
 
     ``variants`` adds rows named ``+ DiRe (<name>)``: each maps to DiRe settings for
-    :func:`dire.sweep.resolve_dire` (e.g. ``{"weights_file": ...}`` or ``{"terms": ["logdet", "cdm", "edm"]}``)
+    :func:`dire.experiments.sweep.resolve_dire` (e.g. ``{"weights_file": ...}`` or ``{"terms": ["logdet", "cdm", "edm"]}``)
     plus an optional ``methods`` list restricting which methods get the row.
     """
-    from dire.sweep import resolve_dire
-
     variants = dict(variants or {})
     for name, spec in variants.items():
         unknown = [m for m in spec.get("methods", []) if m not in (methods or [base.method])]
@@ -82,53 +76,6 @@ def row_name(row: dict) -> str:
     """``sre2l``, ``sre2l + DiRe`` or ``sre2l + DiRe (variant)``."""
     variant = row.get("variant")
     return f"{row['method']}{' + DiRe' if row['dire'] else ''}{f' ({variant})' if variant else ''}"
-
-
-def mean_pm(stat: dict, digits: int) -> str:
-    """``mean ± std`` of a ``{"mean", "std"[, "n"]}`` statistic; just the mean when ``n`` is 1 (no spread to show)."""
-    if stat.get("n") == 1:
-        return f"{stat['mean']:.{digits}f}"
-    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
-
-
-def markdown_table(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    """A Markdown table from header cells and rows of already formatted cells."""
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return "\n".join(lines) + "\n"
-
-
-def to_markdown(rows: Sequence[dict]) -> str:
-    head = ("method", "dataset", "IPC", "eval", "accuracy final (%)", "accuracy best (%)", "Vendi ↑", "Coverage ↑",
-            "intra-class cos ↓", "synthesis ms/img")
-    # eval: "soft" = students on teacher soft labels, "dc" = the DC/DM/MTT hard-label protocol
-    return markdown_table(head, [(row_name(r), str(r["dataset"]), str(r["ipc"]), r.get("protocol", "soft"),
-                                  mean_pm(r["acc_final"], 2), mean_pm(r["acc_best"], 2), mean_pm(r["vendi"], 3),
-                                  mean_pm(r["coverage"], 3), mean_pm(r["intra_class_cosine"], 3),
-                                  f"{r['synthesis_s_per_image']['mean'] * 1e3:.0f}") for r in rows])
-
-
-def _csv(records: Sequence[dict], fields: Sequence[str]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(fields), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    return out.getvalue()
-
-
-def to_csv(rows: Sequence[dict]) -> str:
-    fields = ["method", "dire", "variant", "dataset", "ipc", "seeds", "teacher_acc", "protocol"]
-    stats = {f"{m}_{s}": (m, s) for m in METRICS for s in ("mean", "std")}
-    missing = {"protocol": "soft", "variant": ""}  # rows made before these columns existed
-    return _csv([{**{f: r.get(f, missing.get(f)) for f in fields},
-                  **{k: r[m][s] for k, (m, s) in stats.items()}} for r in rows],
-                fields + list(stats))
-
-
-def write_table(rows: Sequence[dict], path_stem: str | Path) -> tuple[Path, Path]:
-    """Write ``<stem>.csv`` and ``<stem>.md`` atomically."""
-    stem = Path(path_stem)
-    return atomic_write_text(stem.with_suffix(".csv"), to_csv(rows)), atomic_write_text(stem.with_suffix(".md"), to_markdown(rows))
 
 
 # ------------------------------------------------------------------ ablation and cross-architecture
@@ -163,15 +110,6 @@ def ablation(base: Experiment, *, seeds: Sequence[int] = (0, 1, 2), variants: Se
     return rows
 
 
-def ablation_markdown(rows: Sequence[dict]) -> str:
-    head = ("variant", "accuracy (%)", "Vendi ↑", "Coverage ↑", "intra-class cos ↓", "acc (norm)", "Vendi (norm)",
-            "Coverage (norm)", "intra-cos (norm)")
-    return markdown_table(head, [(r["variant"], mean_pm(r["acc_final"], 2), mean_pm(r["vendi"], 3),
-                                  mean_pm(r["coverage"], 4), mean_pm(r["intra_class_cosine"], 3), f"{r['acc_final_norm']:.2f}",
-                                  f"{r['vendi_norm']:.2f}", f"{r['coverage_norm']:.2f}",
-                                  f"{r['intra_class_cosine_norm']:.2f}") for r in rows])
-
-
 def cross_architecture(base: Experiment, *, students: Sequence[str], seeds: Sequence[int] = (0, 1, 2),
                        student_overrides: dict[str, dict] | None = None, log: Callable[[str], None] = print,
                        **run_kwargs) -> list[dict]:
@@ -192,33 +130,3 @@ def cross_architecture(base: Experiment, *, students: Sequence[str], seeds: Sequ
                          "dataset": base.dataset, "ipc": base.synthesis.ipc, "seeds": len(seeds),
                          **run_seeds(exp, seeds, **run_kwargs)})
     return rows
-
-
-def cross_architecture_markdown(rows: Sequence[dict]) -> str:
-    students = list(dict.fromkeys(r["student"] for r in rows))
-    body = []
-    for enabled in (False, True):
-        cells = {r["student"]: mean_pm(r["acc_final"], 2) for r in rows if r["dire"] == enabled}
-        body.append([row_name({"method": rows[0]["method"], "dire": enabled})] + [cells.get(s, "–") for s in students])
-    return markdown_table(["method"] + students, body)
-
-
-def flat_rows(rows: Sequence[dict]) -> list[dict]:
-    """Rows with each {mean, std} metric split into two columns, for CSV and plotting."""
-    flat = []
-    for r in rows:
-        out = {}
-        for key, value in r.items():
-            if key == "runs":
-                continue
-            if isinstance(value, dict) and set(value) - {"n"} == {"mean", "std"}:
-                out[f"{key}_mean"], out[f"{key}_std"] = value["mean"], value["std"]
-            else:
-                out[key] = value
-        flat.append(out)
-    return flat
-
-
-def rows_to_csv(rows: Sequence[dict]) -> str:
-    flat = flat_rows(rows)
-    return _csv(flat, list(dict.fromkeys(k for r in flat for k in r)))

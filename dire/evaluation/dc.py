@@ -1,4 +1,5 @@
-"""DC-style evaluation (DC/DSA/DM ``evaluate_synset``, MTT's evaluation), methods.md §7.5 and §8.3.
+"""DC-style evaluation (VICO-UoE/DatasetCondensation ``utils.py`` ``evaluate_synset``; MTT's evaluation in
+GeorgeCazenavette/mtt-distillation ``distill.py``).
 
 A fresh network (default the DC ConvNet) is trained on the synthetic set with hard
 labels: cross-entropy, SGD (lr 0.01, momentum 0.9, weight decay 5e-4), batch 256,
@@ -8,7 +9,7 @@ the whole test set. Several seeds give mean ± std (the papers: 100 models for
 DC/DSA/DM). A set that carries MTT's learned ``syn_lr`` is trained with it as lr
 unless ``lr`` is given, as MTT evaluates.
 
-This sits beside the soft-label protocol of :mod:`dire.evaluate` (teacher KD); the
+This sits beside the soft-label protocol of :mod:`dire.evaluation.soft` (teacher KD); the
 two measure different things and their numbers must not be mixed.
 """
 
@@ -25,12 +26,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dire.data import ImageDataset
-from dire.dsa import STRATEGY, DSA
-from dire.evaluate import per_seed
-from dire.models import build_model
-from dire.synthesis.base import from_uint8
-from dire.train import accuracy
-from dire.zca import ZCA
+from dire.data.dsa import STRATEGY, DSA
+from dire.evaluation.common import check_synthetic, per_seed
+from dire.nets.models import build_model
+from dire.data import from_uint8
+from dire.nets.train import accuracy
+from dire.data.zca import ZCA
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,7 @@ def train_dc(synthetic: dict, *, test_set: ImageDataset, arch: str = "convnet", 
     """
     protocol.validate()
     info = test_set.info
-    images, labels = synthetic["images"], synthetic["labels"]
-    if images.dim() != 4 or images.shape[1:] != (info.channels, info.image_size, info.image_size):
-        raise ValueError(f"expected synthetic images [N, {info.channels}, {info.image_size}, {info.image_size}]; "
-                         f"got {tuple(images.shape)}")
+    images, labels = check_synthetic(synthetic, info)
     lr = learning_rate(synthetic, protocol)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -130,8 +128,6 @@ def evaluate_dc(synthetic: dict, *, test_set: ImageDataset, seeds: Sequence[int]
     """
     protocol = dataclasses.replace(protocol or DCProtocol(), **protocol_overrides)
     protocol.validate()
-    if not seeds:
-        raise ValueError("seeds is empty; give at least one seed")
     config = None if cache_key is None else {"stage": "student_dc", **cache_key, "arch": arch,
                                              "protocol": dataclasses.asdict(protocol),
                                              "lr": learning_rate(synthetic, protocol), "zca": zca is not None}

@@ -2,7 +2,7 @@
 
 The teacher (eval mode; for G-VBSM and UFC the mean of several teachers) labels
 each augmented, mixed batch online; the student minimises KL at temperature T (no
-T² factor), AdamW, cosine (SRe2L relabel, dire.md §2), or G-VBSM's MSE on logits +
+T² factor), AdamW, cosine (SRe2L relabel; DIL-IITH/DiRe ``relabel_cifar.py``), or G-VBSM's MSE on logits +
 0.15 CE (``Recipe.loss``). The release leaves the CIFAR teacher in train mode while relabelling;
 here it is in eval mode (as UFC does), so soft labels do not depend on the batch.
 Reports the final and the best test accuracy over evaluations; several seeds give
@@ -12,19 +12,18 @@ mean ± std.
 from __future__ import annotations
 
 import dataclasses
-import statistics
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
 from dire.data import ImageDataset
-from dire.models import build_model
-from dire.runs import read_json, run_dir, write_json
-from dire.synthesis.base import from_uint8
-from dire.train import Recipe, accuracy, fit, get_recipe, soft_label_loss
+from dire.nets.models import build_model
+from dire.evaluation.common import check_synthetic, per_seed
+from dire.data import from_uint8
+from dire.nets.train import Recipe, accuracy, fit, get_recipe, soft_label_loss
 
 
 def train_student(synthetic: dict, *, teacher: nn.Module, test_set: ImageDataset, arch: str = "convnet",
@@ -33,10 +32,7 @@ def train_student(synthetic: dict, *, teacher: nn.Module, test_set: ImageDataset
     """One student: returns ``{"final": acc, "best": acc, "history": [...]}`` (accuracy in %)."""
     recipe = get_recipe(recipe, student=True, **recipe_overrides)
     info = test_set.info
-    images, labels = synthetic["images"], synthetic["labels"]
-    if images.dim() != 4 or images.shape[1:] != (info.channels, info.image_size, info.image_size):
-        raise ValueError(f"expected synthetic images [N, {info.channels}, {info.image_size}, {info.image_size}]; "
-                         f"got {tuple(images.shape)}")
+    images, labels = check_synthetic(synthetic, info)
     torch.manual_seed(seed)
     student = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
     student = student.to(device)
@@ -63,11 +59,6 @@ def train_student(synthetic: dict, *, teacher: nn.Module, test_set: ImageDataset
     return {"final": history[-1]["acc"], "best": max(h["acc"] for h in history), "history": history}
 
 
-def summarize(values: Sequence[float]) -> dict:
-    values = list(values)
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
-
-
 def evaluate_synthetic(synthetic: dict, *, teacher: nn.Module, test_set: ImageDataset, seeds: Sequence[int] = (0, 1, 2),
                        arch: str = "convnet", recipe: str | Recipe = "cpu", device: str | torch.device = "cpu",
                        cache_key: dict | None = None, runs_root: str | Path | None = None, progress: bool = False,
@@ -82,20 +73,3 @@ def evaluate_synthetic(synthetic: dict, *, teacher: nn.Module, test_set: ImageDa
     return per_seed(seeds, lambda seed: train_student(synthetic, teacher=teacher, test_set=test_set, arch=arch,
                                                       recipe=recipe, seed=seed, device=device, progress=progress),
                     stage="student", config=config, runs_root=runs_root)
-
-
-def per_seed(seeds: Sequence[int], train: Callable[[int], dict], *, stage: str, config: dict | None = None,
-             runs_root: str | Path | None = None) -> dict:
-    """``train(seed)`` for each seed, each result cached under ``run_dir(stage, {**config, "seed": seed})`` when
-    ``config`` is given (a rerun resumes); returns ``{"final", "best"}`` as mean ± std and the ``runs``."""
-    runs = []
-    for seed in seeds:
-        path = None if config is None else run_dir(stage, {**config, "seed": seed}, root=runs_root) / "result.json"
-        if path is not None and path.exists():
-            runs.append(read_json(path))
-            continue
-        result = {"seed": seed, **train(seed)}
-        if path is not None:
-            write_json(path, result)
-        runs.append(result)
-    return {"final": summarize(r["final"] for r in runs), "best": summarize(r["best"] for r in runs), "runs": runs}

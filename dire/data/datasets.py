@@ -189,7 +189,7 @@ class ImageDataset(torch.utils.data.Dataset):
         """Normalized images ``[B, C, H, W]`` and labels ``[B]`` at ``indices``.
 
         In-memory datasets gather the whole batch with one indexing operation
-        (``dire.train.loader`` uses this; a plain ``DataLoader`` uses ``__getitem__``).
+        (``dire.nets.train.loader`` uses this; a plain ``DataLoader`` uses ``__getitem__``).
         """
         idx = torch.as_tensor(list(indices), dtype=torch.long)
         return self._stack(idx), self.targets[idx]

@@ -85,32 +85,3 @@ def output_stem(figures_root: str | Path, profile: str, name: str) -> Path:
     folder = Path(figures_root) / profile
     folder.mkdir(parents=True, exist_ok=True)
     return folder / name
-
-
-def make_experiment(*, dataset: str, method: str = "sre2l", ipc: int = 10, seed: int = 0, iterations: int = 200,
-                    lr: float = 0.25, ipc_per_unit: int = 1, classes_per_unit: int | None = None, init: str = "noise",
-                    r_bn: float = 0.01, jitter: int = 4, dire: bool = False, dire_weight: float = 0.1,
-                    r_c: float = 1.0, r_e: float = 0.01, official: bool = False,
-                    terms: tuple[str, ...] = ("cd", "cdm", "edm"), teacher_arch: str = "convnet_bn",
-                    teacher_recipe: str = "cpu", student_arch: str = "convnet", student_recipe: str = "cpu",
-                    student_epochs: int | None = None, student_seeds: tuple[int, ...] = (0, 1, 2),
-                    bank_per_class: int = 500, metric_arch: str | None = None, method_settings: dict | None = None,
-                    **ignored: Any):
-    """An :class:`~dire.pipeline.Experiment` from the flat parameter names the notebooks share.
-
-    Extra keyword arguments (a notebook's other parameters) are ignored, so a notebook can pass
-    ``**params`` straight through.
-    """
-    from dire.pipeline import Experiment
-    from dire.synthesis import DiReConfig, SynthesisConfig
-
-    synthesis = SynthesisConfig(ipc=ipc, iterations=iterations, lr=lr, ipc_per_unit=ipc_per_unit,
-                                classes_per_unit=classes_per_unit, init=init, seed=seed)
-    settings = {"r_bn": r_bn, "jitter": jitter, **(method_settings or {})}
-    return Experiment(dataset=dataset, method=method, method_kwargs=settings,
-                      synthesis=synthesis,
-                      dire=DiReConfig(enabled=dire, r_c=r_c, r_e=r_e, weight=dire_weight, official=official,
-                                      terms=tuple(terms)),
-                      teacher_arch=teacher_arch, teacher_recipe=teacher_recipe, bank_per_class=bank_per_class,
-                      student_arch=student_arch, student_recipe=student_recipe, student_epochs=student_epochs,
-                      student_seeds=tuple(student_seeds), metric_arch=metric_arch)

@@ -1,7 +1,8 @@
 """One short training loop for teachers (CE on real data) and students (KD on synthetic data).
 
 A :class:`Recipe` holds every hyperparameter with a documented default; presets
-reproduce the references (``dire.md`` §2, ``methods.md`` §1) and add short CPU
+reproduce the references (DIL-IITH/DiRe squeeze and relabel scripts; VILA-Lab/SRe2L
+``SRe2L/small_dataset``) and add short CPU
 recipes. Data arrive as batches of normalized images; augmentation runs batched on
 the device.
 """
@@ -17,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from dire.augment import mixup, random_crop_pad, random_flip
+from dire.data.augment import mixup, random_crop_pad, random_flip
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,14 @@ class Recipe:
 
 
 TEACHER_RECIPES: dict[str, Recipe] = {
-    # the DiRe release's CIFAR teacher (dire.md §2): SGD 0.1, mom 0.9, wd 5e-4, cosine, 200 epochs, batch 128
+    # the DiRe release's CIFAR teacher (DIL-IITH/DiRe squeeze script): SGD 0.1, mom 0.9, wd 5e-4, cosine, 200 epochs, batch 128
     "cifar": Recipe(),
     # a few epochs on the CPU; enough for a usable Fashion-MNIST / digits teacher
     "cpu": Recipe(epochs=6, batch_size=128, lr=0.05, crop_padding=2, flip=False),
 }
 
 STUDENT_RECIPES: dict[str, Recipe] = {
-    # SRe2L / DiRe relabel on CIFAR (dire.md §2): AdamW 1e-3 wd 0.01, cosine, batch 128, mixup 0.8, T = 30, 400 epochs
+    # SRe2L / DiRe relabel on CIFAR (DIL-IITH/DiRe relabel_cifar.py): AdamW 1e-3 wd 0.01, cosine, batch 128, mixup 0.8, T = 30, 400 epochs
     "cifar": Recipe(epochs=400, optimizer="adamw", lr=1e-3, weight_decay=0.01, mixup_alpha=0.8, temperature=30.0,
                     eval_every=10),
     # the same loss for a CPU budget: ~300-600 steps instead of ~16k, so a 10x larger lr and smaller batches
@@ -74,7 +75,7 @@ def get_recipe(name: str | Recipe, *, student: bool, **overrides) -> Recipe:
         raise ValueError(f"unknown {'student' if student else 'teacher'} recipe {name!r}; expected one of {sorted(table)}")
     known = {f.name for f in fields(Recipe)}
     if unknown := sorted(set(overrides) - known):
-        raise ValueError(f"unknown recipe setting(s) {unknown}; expected fields of dire.train.Recipe: {sorted(known)}")
+        raise ValueError(f"unknown recipe setting(s) {unknown}; expected fields of dire.nets.train.Recipe: {sorted(known)}")
     recipe = replace(recipe, **overrides)
     recipe.validate()
     return recipe

@@ -21,12 +21,11 @@ import math
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from dire.pipeline import Experiment
+from dire.experiments.config import WEIGHT_KEYS, Experiment, resolve_dire
+from dire.experiments.drivers import run_seeds
 from dire.runs import atomic_write_text
 from dire.synthesis import DiReConfig
-from dire.tables import markdown_table, mean_pm, run_seeds
 
-WEIGHT_KEYS = ("weight", "r_c", "r_e")
 DEFAULT_GRID = {"weight": (0.03, 0.1, 0.3, 1.0), "r_c": (1.0,), "r_e": (0.0, 0.01, 0.1)}
 
 
@@ -47,7 +46,7 @@ def sweep(base: Experiment, *, grid: Mapping[str, Sequence[float]] = DEFAULT_GRI
           validation_per_class: int = 500, validation_seed: int = 0, log: Callable[[str], None] = print,
           **run_kwargs) -> list[dict]:
     """One row per grid point (DiRe on with ``base.dire``'s other settings) plus a first ``baseline`` row
-    (DiRe off), each ``dire.tables.run_seeds`` over ``seeds`` with students scored on the validation split."""
+    (DiRe off), each ``dire.experiments.drivers.run_seeds`` over ``seeds`` with students scored on the validation split."""
     if validation_per_class < 1:
         raise ValueError(f"a sweep chooses on a validation split: validation_per_class must be >= 1, "
                          f"got {validation_per_class}")
@@ -98,37 +97,3 @@ def write_selection(path: str | Path, chosen: Mapping, rows: Sequence[dict], *, 
                         "coverage": r["coverage"]["mean"], "intra_class_cosine": r["intra_class_cosine"]["mean"]}
                        for r in rows]}
     return atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
-
-
-def load_weights(path: str | Path) -> dict[str, float]:
-    """``{"weight", "r_c", "r_e"}`` from a file :func:`write_selection` wrote."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"DiRe weights file {path} not found; write it with `dire sweep --out {path}` "
-                                f"(or notebook 06_weight_sweep)")
-    weights = json.loads(path.read_text()).get("weights", {})
-    if set(weights) != set(WEIGHT_KEYS):
-        raise ValueError(f"{path}: expected 'weights' with keys {WEIGHT_KEYS}; got {sorted(weights)}")
-    return {k: float(weights[k]) for k in WEIGHT_KEYS}
-
-
-def resolve_dire(base: DiReConfig, spec: Mapping) -> DiReConfig:
-    """``base`` with DiRe on and ``spec``'s settings: DiReConfig fields (``terms`` a list is fine) and/or
-    ``weights_file`` (a selection file, whose w, r_c, r_e apply before the explicit fields)."""
-    fields = {f.name for f in dataclasses.fields(DiReConfig)}
-    spec = dict(spec)
-    weights = load_weights(spec.pop("weights_file")) if "weights_file" in spec else {}
-    unknown = set(spec) - fields
-    if unknown:
-        raise ValueError(f"unknown DiRe settings {sorted(unknown)}; expected 'weights_file' or fields of "
-                         f"DiReConfig {sorted(fields)}")
-    if "terms" in spec:
-        spec["terms"] = tuple(spec["terms"])
-    return dataclasses.replace(base, **{"enabled": True, **weights, **spec})
-
-
-def sweep_markdown(rows: Sequence[dict]) -> str:
-    head = ("point", "w", "r_c", "r_e", "val. accuracy (%)", "Vendi ↑", "Coverage ↑", "intra-class cos ↓")
-    return markdown_table(head, [(r["point"], f"{r['weight']:g}", f"{r['r_c']:g}", f"{r['r_e']:g}",
-                                  mean_pm(r["acc_final"], 2), f"{r['vendi']['mean']:.3f}", f"{r['coverage']['mean']:.3f}",
-                                  f"{r['intra_class_cosine']['mean']:.3f}") for r in rows])

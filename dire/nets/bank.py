@@ -2,7 +2,7 @@
 
 Embeddings come from the teacher in eval mode and are grouped **by label** (the
 release takes consecutive blocks of the unshuffled training set, which mixes
-classes on CIFAR-100; see dire.md §2).
+classes on CIFAR-100; DIL-IITH/DiRe, its embedding-extraction script).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from dire.data import ImageDataset
-from dire.models import embed_images
+from dire.nets.models import embed_images
 from dire.regularizer import RealBank
 from dire.runs import atomic_save, load
 

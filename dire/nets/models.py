@@ -19,7 +19,11 @@ MODELS: dict[str, ModelBuilder] = {}
 
 
 def register(name: str):
+    """Decorator: add ``builder`` to :data:`MODELS` under ``name``; a name may be registered once."""
+
     def wrap(builder: ModelBuilder) -> ModelBuilder:
+        if name in MODELS:
+            raise ValueError(f"a model named {name!r} is already registered")
         MODELS[name] = builder
         return builder
 
@@ -221,7 +225,7 @@ def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise TypeError(
-            f"{type(model).__name__} has no nn.Linear classifier; wrap it in dire.models.Classifier "
+            f"{type(model).__name__} has no nn.Linear classifier; wrap it in dire.nets.models.Classifier "
             "to say where its penultimate features are"
         )
     captured: list[torch.Tensor] = []

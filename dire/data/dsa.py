@@ -1,4 +1,5 @@
-"""Differentiable Siamese Augmentation (DSA; Zhao & Bilen, ICML 2021), methods.md §7.2.
+"""Differentiable Siamese Augmentation (DSA; Zhao & Bilen, ICML 2021;
+VICO-UoE/DatasetCondensation ``utils.py`` ``ParamDiffAug`` / ``DiffAugment``).
 
 ``dsa(x, strategy, seed=..., generator=...)`` augments a batch of normalized images
 [N, C, H, W] and stays differentiable in ``x`` (affine warps go through

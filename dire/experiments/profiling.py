@@ -7,7 +7,6 @@
 * :func:`run_in_fresh_process` — runs ``"module:function"`` in a new Python process and
   returns its result with that process's own peak RSS: the way to compare the CPU
   memory of configurations (baseline vs ``+ DiRe``) without one run inflating the next.
-* :func:`step_breakdown` — mean time and share of each named part of a step.
 
 Peak RSS on Linux is read from ``VmHWM`` in ``/proc/self/status`` (the high-water mark of
 this process's address space since it started its program). ``getrusage(RUSAGE_SELF)
@@ -40,7 +39,6 @@ __all__ = [
     "peak_memory",
     "peak_rss_bytes",
     "run_in_fresh_process",
-    "step_breakdown",
     "timed",
 ]
 
@@ -145,7 +143,7 @@ class PeakMemory:
 
 _CPU_NOTE = (
     "process-lifetime peak RSS; it cannot be reset, so it may predate this block - "
-    "use dire.profiling.run_in_fresh_process to measure one configuration alone"
+    "use dire.experiments.profiling.run_in_fresh_process to measure one configuration alone"
 )
 _CUDA_NOTE = "CUDA allocator peaks since entry (reset_peak_memory_stats at entry)"
 
@@ -189,7 +187,7 @@ _CHILD = """\
 import importlib, json, sys, time
 payload = json.load(sys.stdin)
 sys.path[:] = payload["sys_path"]
-from dire.profiling import peak_rss_bytes
+from dire.experiments.profiling import peak_rss_bytes
 module_name, _, fn_name = payload["fn"].partition(":")
 fn = getattr(importlib.import_module(module_name), fn_name)
 before = peak_rss_bytes()
@@ -270,48 +268,3 @@ def _allocate(mb: int) -> dict[str, Any]:
 
     buffer = np.ones(mb * 2**20, dtype=np.uint8)
     return {"mb": mb, "sum": int(buffer.sum(dtype=np.int64))}
-
-
-# --------------------------------------------------------------------------- breakdown
-
-
-def step_breakdown(
-    fn_steps: Mapping[str, Callable[[], Any]],
-    *,
-    repeats: int = 5,
-    warmup: int = 1,
-    device: str | torch.device = "cpu",
-) -> dict[str, float]:
-    """Mean wall time of each named part of a step, and its share of the whole.
-
-    Args:
-        fn_steps: part name → zero-argument callable, in execution order, e.g.
-            ``{"method loss": ..., "DiRe term": ..., "backward": ...}``. One step runs
-            every part once in this order, so later parts may use what earlier ones
-            left behind (through closures or shared state).
-        repeats: timed steps averaged (default 5).
-        warmup: untimed steps run first (default 1).
-        device: device whose CUDA work is synchronised around each part (default "cpu").
-
-    Returns a flat dict: ``"<name> s"`` (mean seconds) and ``"<name> share"`` (fraction
-    of the summed means; the shares sum to 1) for every part, then ``"total s"``.
-    """
-    if not fn_steps:
-        raise ValueError("step_breakdown needs at least one part")
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0; got {repeats}, {warmup}")
-    sums = dict.fromkeys(fn_steps, 0.0)
-    for step in range(warmup + repeats):
-        for name, fn in fn_steps.items():
-            with Stopwatch(device) as watch:
-                fn()
-            if step >= warmup:
-                sums[name] += watch.seconds
-    means = {name: total / repeats for name, total in sums.items()}
-    total = sum(means.values())
-    out: dict[str, float] = {}
-    for name, mean in means.items():
-        out[f"{name} s"] = mean
-        out[f"{name} share"] = mean / total if total > 0 else 1.0 / len(means)
-    out["total s"] = total
-    return out

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 PROFILES = ("smoke", "quick", "paper")
 

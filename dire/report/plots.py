@@ -317,7 +317,7 @@ def image_grid(
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(
             f"image_grid expects uint8 [N, C, H, W] with C in (1, 3); got {images.dtype} {images.shape} "
-            "(convert normalized images with dire.synthesis.base.to_uint8)"
+            "(convert normalized images with dire.data.to_uint8)"
         )
     classes = [int(c) for c in (classes if classes is not None else np.unique(labels))]
     left, top = 0.5, (0.4 if title else 0.05)  # inches kept for row labels and the title

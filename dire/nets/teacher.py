@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dire.data import load_dataset, validation_split
-from dire.models import Classifier, build_model
+from dire.nets.models import Classifier, build_model
 from dire.runs import atomic_save, load, read_json, run_dir, write_json
-from dire.train import Recipe, accuracy, fit, get_recipe, loader, make_optimizer
+from dire.nets.train import Recipe, accuracy, fit, get_recipe, loader, make_optimizer
 
 
 # Recipe fields that only concern students; left out of a teacher's cache key so adding them kept old teachers valid

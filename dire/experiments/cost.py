@@ -1,6 +1,6 @@
 """Synthesis cost: time per image, peak memory, and DiRe's share of a step (paper's cost table).
 
-:func:`measure_synthesis` is meant to run in a fresh process (``dire.profiling.run_in_fresh_process``)
+:func:`measure_synthesis` is meant to run in a fresh process (``dire.experiments.profiling.run_in_fresh_process``)
 so that the CPU peak RSS belongs to one configuration alone; on CUDA it reports the
 allocator's peak.
 """
@@ -12,12 +12,16 @@ import time
 
 import torch
 
+from dire.experiments.config import Experiment
+from dire.synthesis import SRe2L, SynthesisConfig
 
-def measure_synthesis(*, dataset: str, dire: bool, ipc_per_unit: int = 10, classes_per_unit: int | None = None,
-                      iterations: int = 20, warmup: int = 2, teacher_arch: str = "convnet_bn",
-                      teacher_recipe: str = "cpu", bank_per_class: int = 500, r_bn: float = 0.01, lr: float = 0.25,
-                      device: str = "cpu", data_root: str = "data", runs_root: str = "runs",
-                      download: bool = False) -> dict:
+
+def measure_synthesis(*, dataset: str = Experiment.dataset, dire: bool, ipc_per_unit: int = SynthesisConfig.ipc_per_unit,
+                      classes_per_unit: int | None = None, iterations: int = SynthesisConfig.iterations,
+                      warmup: int = 2, teacher_arch: str = Experiment.teacher_arch,
+                      teacher_recipe: str = Experiment.teacher_recipe, bank_per_class: int = Experiment.bank_per_class,
+                      r_bn: float = SRe2L.r_bn, lr: float = SynthesisConfig.lr, device: str = "cpu",
+                      data_root: str = "data", runs_root: str = "runs", download: bool = False) -> dict:
     """Time ``iterations`` optimisation steps of one synthesis unit (after ``warmup`` steps).
 
     The step is the shared loop's own (``run_unit``: loss, DiRe, Adam step, clamp, LR
@@ -27,12 +31,12 @@ def measure_synthesis(*, dataset: str, dire: bool, ipc_per_unit: int = 10, class
     this process's peak RSS on the CPU). The teacher and bank come from the cache
     (trained if missing, before timing starts).
     """
-    from dire.bank import cached_bank
+    from dire.nets.bank import cached_bank
     from dire.data import load_dataset
-    from dire.profiling import timed
-    from dire.synthesis import DiReConfig, SRe2L, SynthesisConfig
+    from dire.experiments.profiling import peak_memory, timed
+    from dire.synthesis import DiReConfig
     from dire.synthesis.base import Context, plan_units, run_unit
-    from dire.teacher import get_teacher
+    from dire.nets.teacher import get_teacher
 
     dev = torch.device(device)
     train = load_dataset(dataset, root=data_root, download=download)
@@ -47,32 +51,28 @@ def measure_synthesis(*, dataset: str, dire: bool, ipc_per_unit: int = 10, class
     if warmup > 0:  # a short warm-up unit: allocator, kernels, first touches
         ctx.config = dataclasses.replace(config, iterations=warmup)
         run_unit(method, ctx, unit, reg)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
     # the timed unit runs the synthesis loop itself (loss, DiRe, step, clamp, schedule); its time also
     # covers the unit's init and final quantisation, once per unit
     ctx.config = config
-    per_step = float(run_unit(method, ctx, unit, reg)["seconds"]) / iterations
     labels = unit.labels(dev)
     dire_s = []
-    if reg is not None:  # the DiRe term's own forward + backward, on embeddings of this unit's images
-        g = torch.Generator().manual_seed(0)
-        z = method.loss(ctx, unit, method.init_images(ctx, unit, g).to(dev), labels, 0, g).embeddings.detach()
-        for i in range(warmup + iterations):
-            with timed(dev) as part:
-                reg(z.clone().requires_grad_(), labels, bank).backward()
-            if i >= warmup:
-                dire_s.append(part.seconds)
+    with peak_memory(dev) as memory:  # CUDA: allocator peaks from here; CPU: this process's peak RSS
+        per_step = float(run_unit(method, ctx, unit, reg)["seconds"]) / iterations
+        if reg is not None:  # the DiRe term's own forward + backward, on embeddings of this unit's images
+            g = torch.Generator().manual_seed(0)
+            z = method.loss(ctx, unit, method.init_images(ctx, unit, g).to(dev), labels, 0, g).embeddings.detach()
+            for i in range(warmup + iterations):
+                with timed(dev) as part:
+                    reg(z.clone().requires_grad_(), labels, bank).backward()
+                if i >= warmup:
+                    dire_s.append(part.seconds)
     images = len(labels)
     dire_step = sum(dire_s) / len(dire_s) if dire_s else 0.0
-    if dev.type == "cuda":
-        memory = {"peak_cuda_allocated_bytes": torch.cuda.max_memory_allocated(dev),
-                  "peak_cuda_reserved_bytes": torch.cuda.max_memory_reserved(dev)}
-    else:  # this process's own peak (VmHWM); ru_maxrss would inherit the parent's peak across exec
-        from dire.profiling import peak_rss_bytes
-
-        memory = {"peak_rss_bytes": peak_rss_bytes()}
+    if memory.resettable:
+        peaks = {"peak_cuda_allocated_bytes": memory.allocated_bytes, "peak_cuda_reserved_bytes": memory.reserved_bytes}
+    else:
+        peaks = {"peak_rss_bytes": memory.peak_rss_bytes}
     return {"dataset": dataset, "dire": dire, "images_per_step": images, "iterations": iterations,
             "step_s": per_step, "step_s_per_image": per_step / images, "dire_term_s": dire_step,
             "dire_share": dire_step / per_step if per_step else 0.0, "device": str(dev), "measured_at": time.time(),
-            **memory}
+            **peaks}

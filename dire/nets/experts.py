@@ -1,4 +1,5 @@
-"""MTT expert trajectories (Cazenavette et al., CVPR 2022, ``buffer.py``), methods.md §8.1.
+"""MTT expert trajectories (Cazenavette et al., "Dataset Distillation by Matching Training Trajectories",
+CVPR 2022; GeorgeCazenavette/mtt-distillation ``buffer.py``).
 
 An expert is a network (default the DC ConvNet) trained on the real training set with
 SGD (lr 0.01, momentum 0, weight decay 0, no lr decay), batch 256 and per-sample DSA;
@@ -33,11 +34,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dire.data import ImageDataset, SubsetImageDataset
-from dire.dsa import STRATEGY, DSA
-from dire.models import build_model
+from dire.data.dsa import STRATEGY, DSA
+from dire.nets.models import build_model
 from dire.runs import atomic_save, load, read_json, run_dir
-from dire.train import accuracy
-from dire.zca import ZCA
+from dire.nets.train import accuracy
+from dire.data.zca import ZCA
 
 
 @dataclass(frozen=True)
@@ -172,14 +173,14 @@ class Experts:
         self.cache_size = cache_size  # trajectories kept in memory (a full FMNIST expert is ~65 MB)
         if not (self.folder / "config.json").exists():
             raise FileNotFoundError(f"{self.folder} is not an experts folder (no config.json); "
-                                    "train experts first with dire.mtt.train_experts(...)")
+                                    "train experts first with dire.nets.experts.train_experts(...)")
         record = read_json(self.folder / "config.json")
         self.config = ExpertConfig(**record["expert"])
         self.dataset = record["dataset"]
         files = sorted(self.folder.glob("expert_[0-9][0-9][0-9][0-9].pt"))
         self.files = files[:limit] if limit is not None else files
         if not self.files:
-            raise FileNotFoundError(f"no finished experts in {self.folder}; run dire.mtt.train_experts(...) "
+            raise FileNotFoundError(f"no finished experts in {self.folder}; run dire.nets.experts.train_experts(...) "
                                     "(an interrupted run leaves expert_*.partial.pt, which it resumes)")
         self._cache: dict[int, torch.Tensor] = {}
 
