@@ -69,25 +69,38 @@ def main() -> None:
     g_loop, g_off = step(loop_fn), step(official_fn)
     rel = abs(v_loop - v_off) / abs(v_loop)
     grad_rel = float((g_loop - g_off).norm() / g_loop.norm())
-    print(f"value: release loop {v_loop:.6f}  batched official {v_off:.6f}  (rel. diff {rel:.1e}); exact definition {v_exact:.6f}")
+    print(
+        f"value: release loop {v_loop:.6f}  batched official {v_off:.6f}  (rel. diff {rel:.1e}); "
+        f"exact definition {v_exact:.6f}"
+    )
     print(f"gradient rel. diff (loop vs batched official): {grad_rel:.1e}")
     if rel > 1e-4 or grad_rel > 1e-3:
         raise SystemExit("values differ: the batched module does not reproduce the release's arithmetic")
 
     def timed(fn, label):
-        t = benchmark.Timer("step(fn)", globals={"step": step, "fn": fn}, num_threads=torch.get_num_threads(),
-                            label="DiRe term fwd+bwd", description=label)
+        t = benchmark.Timer(
+            "step(fn)",
+            globals={"step": step, "fn": fn},
+            num_threads=torch.get_num_threads(),
+            label="DiRe term fwd+bwd",
+            description=label,
+        )
         return t.blocked_autorange(min_run_time=args.min_run_time).median
 
     t_loop, t_off, t_exact = timed(loop_fn, "loop"), timed(official_fn, "official"), timed(exact_fn, "exact")
     t_dict = timed(dict_fn, "exact, dict")
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {args.device}, torch {torch.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"device {args.device}, torch {torch.__version__}"
+    )
     print(f"setting: {args.classes} classes x {args.ipc} images, {args.real} real/class, {args.dim}-d, float32")
     print(f"release per-class loop      {t_loop * 1e3:8.2f} ms")
     print(f"batched, official=True      {t_off * 1e3:8.2f} ms   speed-up x{t_loop / t_off:.1f}")
     print(f"batched, exact definition   {t_exact * 1e3:8.2f} ms   speed-up x{t_loop / t_exact:.1f}")
-    print(f"documented call (dict)      {t_dict * 1e3:8.2f} ms   speed-up x{t_loop / t_dict:.1f}   "
-          f"(dict / bank x{t_dict / t_exact:.2f})")
+    print(
+        f"documented call (dict)      {t_dict * 1e3:8.2f} ms   speed-up x{t_loop / t_dict:.1f}   "
+        f"(dict / bank x{t_dict / t_exact:.2f})"
+    )
 
 
 if __name__ == "__main__":

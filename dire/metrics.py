@@ -95,9 +95,7 @@ def _embeddings(x: Any, name: str) -> np.ndarray:
         arr = x.detach().to(device="cpu", dtype=torch.float64).numpy()
     else:
         arr = np.asarray(x)
-        if arr.dtype == np.bool_ or not (
-            np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-        ):
+        if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
             raise ValueError(f"{name}: expected real-valued float embeddings, got dtype {arr.dtype}")
         arr = arr.astype(np.float64)
     if arr.ndim != 2:
@@ -125,9 +123,7 @@ def _labels(y: Any, n: int, name: str, emb_name: str) -> np.ndarray:
     if arr.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array of {n} labels, got shape {tuple(arr.shape)}")
     if arr.shape[0] != n:
-        raise ValueError(
-            f"{name}: expected one label per row of {emb_name} ({n} rows), got {arr.shape[0]} labels"
-        )
+        raise ValueError(f"{name}: expected one label per row of {emb_name} ({n} rows), got {arr.shape[0]} labels")
     return arr.astype(np.int64)
 
 

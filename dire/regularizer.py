@@ -47,8 +47,8 @@ Two terms beyond the paper (its open questions):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -74,17 +74,19 @@ class RealBank:
     unit_mean: torch.Tensor
     classes: tuple[int, ...]
     weight: torch.Tensor | None = None
-    _selection: tuple[torch.Tensor, "RealBank"] | None = field(default=None, repr=False, compare=False)
+    _selection: tuple[torch.Tensor, RealBank] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, real: Mapping[int, torch.Tensor], *, num_classes: int | None = None) -> "RealBank":
+    def from_dict(cls, real: Mapping[int, torch.Tensor], *, num_classes: int | None = None) -> RealBank:
         if not real:
             raise ValueError("real embedding bank is empty; expected a dict class -> [m, d] tensor")
         tensors = {int(c): torch.as_tensor(r) for c, r in real.items()}
         dims = {t.shape[-1] for t in tensors.values()}
         if any(t.dim() != 2 or len(t) == 0 for t in tensors.values()) or len(dims) != 1:
             shapes = {c: tuple(t.shape) for c, t in tensors.items()}
-            raise ValueError(f"expected each class's real embeddings as a non-empty [m, d] tensor with one d; got {shapes}")
+            raise ValueError(
+                f"expected each class's real embeddings as a non-empty [m, d] tensor with one d; got {shapes}"
+            )
         num_classes = num_classes or max(tensors) + 1
         m_max, d = max(len(t) for t in tensors.values()), dims.pop()
         ref = next(iter(tensors.values()))
@@ -97,19 +99,25 @@ class RealBank:
         return cls.from_padded(emb, count)
 
     @classmethod
-    def from_padded(cls, emb: torch.Tensor, count: torch.Tensor) -> "RealBank":
+    def from_padded(cls, emb: torch.Tensor, count: torch.Tensor) -> RealBank:
         valid = torch.arange(emb.shape[1], device=emb.device)[None, :] < count[:, None]
         unit = F.normalize(emb, dim=-1) * valid[..., None]
         unit_mean = unit.sum(1) / count.clamp(min=1)[:, None]
         present = tuple(int(c) for c in torch.nonzero(count).flatten())
         return cls(emb, count, (emb * emb).sum(-1), unit_mean, present)
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "RealBank":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> RealBank:
         cast = lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() and dtype else t.dtype)  # noqa: E731
-        return RealBank(cast(self.emb), self.count.to(device), cast(self.sq_norm), cast(self.unit_mean), self.classes,
-                        None if self.weight is None else cast(self.weight))
+        return RealBank(
+            cast(self.emb),
+            self.count.to(device),
+            cast(self.sq_norm),
+            cast(self.unit_mean),
+            self.classes,
+            None if self.weight is None else cast(self.weight),
+        )
 
-    def select(self, classes: torch.Tensor) -> "RealBank":
+    def select(self, classes: torch.Tensor) -> RealBank:
         """The bank restricted to ``classes`` (row k = class ``classes[k]``).
 
         The last selection is kept: a synthesis unit uses the same classes for all
@@ -118,12 +126,18 @@ class RealBank:
         cached = self._selection
         if cached is not None and cached[0].shape == classes.shape and torch.equal(cached[0], classes):
             return cached[1]
-        sub = RealBank(self.emb[classes], self.count[classes], self.sq_norm[classes], self.unit_mean[classes],
-                       tuple(range(len(classes))), None if self.weight is None else self.weight[classes])
+        sub = RealBank(
+            self.emb[classes],
+            self.count[classes],
+            self.sq_norm[classes],
+            self.unit_mean[classes],
+            tuple(range(len(classes))),
+            None if self.weight is None else self.weight[classes],
+        )
         self._selection = (classes.clone(), sub)
         return sub
 
-    def coreset(self, k: int, *, seed: int = 0, spread: bool = True) -> "RealBank":
+    def coreset(self, k: int, *, seed: int = 0, spread: bool = True) -> RealBank:
         """A bank of at most ``k`` k-means centres per class (scikit-learn ``KMeans``, one seeded init),
         weighted by their cluster sizes, for an approximate, cheaper EDM; ``unit_mean`` stays the exact one,
         so CD and CDM are unchanged. A class with at most ``k`` embeddings keeps them as they are.
@@ -141,7 +155,11 @@ class RealBank:
             raise ValueError("this bank is already a coreset; build the coreset from the full bank")
         C, d = self.emb.shape[0], self.emb.shape[-1]
         k_max = min(k, int(self.count.max()))
-        emb, weight, radius2 = self.emb.new_zeros(C, k_max, d), self.emb.new_zeros(C, k_max), self.emb.new_zeros(C, k_max)
+        emb, weight, radius2 = (
+            self.emb.new_zeros(C, k_max, d),
+            self.emb.new_zeros(C, k_max),
+            self.emb.new_zeros(C, k_max),
+        )
         count = torch.zeros_like(self.count)
         for c in self.classes:
             real = self.emb[c, : self.count[c]]
@@ -203,8 +221,15 @@ def _pad(x: torch.Tensor, slot: torch.Tensor, pos: torch.Tensor, classes: int, n
     return x.new_zeros(classes, n_max, x.shape[1]).index_put((slot, pos), x)
 
 
-def batched_terms(z: torch.Tensor, labels: torch.Tensor, bank: RealBank, *, official: bool = False,
-                  terms: Sequence[str] = TERMS, logdet_eps: float = 0.1) -> dict[str, torch.Tensor]:
+def batched_terms(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    bank: RealBank,
+    *,
+    official: bool = False,
+    terms: Sequence[str] = TERMS,
+    logdet_eps: float = 0.1,
+) -> dict[str, torch.Tensor]:
     """Per-class CD, CDM, EDM and LD (``"logdet"``) for every class present in ``labels``.
 
     Returns ``{"classes": [K], "cd": [K], "cdm": [K], "edm": [K], "logdet": [K]}`` (only the requested terms).
@@ -212,12 +237,16 @@ def batched_terms(z: torch.Tensor, labels: torch.Tensor, bank: RealBank, *, offi
     if z.dim() != 2 or labels.shape != (len(z),):
         raise ValueError(f"expected z [N, d] and labels [N]; got z {tuple(z.shape)} and labels {tuple(labels.shape)}")
     if bank.emb.shape[-1] != z.shape[1]:
-        raise ValueError(f"synthetic embeddings are {z.shape[1]}-d but the real bank is {bank.emb.shape[-1]}-d; "
-                         "build the bank with the same network and layer")
+        raise ValueError(
+            f"synthetic embeddings are {z.shape[1]}-d but the real bank is {bank.emb.shape[-1]}-d; "
+            "build the bank with the same network and layer"
+        )
     _check_terms(terms)
     if official and bank.weight is not None and "edm" in terms:
-        raise ValueError("official=True pairs the i-th synthetic with the i-th real embedding, which a coreset bank "
-                         "does not have; use official=False with an EDM coreset")
+        raise ValueError(
+            "official=True pairs the i-th synthetic with the i-th real embedding, which a coreset bank "
+            "does not have; use official=False with an EDM coreset"
+        )
     if bank.emb.device != z.device or bank.emb.dtype != z.dtype:
         bank = bank.to(z.device, z.dtype)
     classes, slot, pos, n = _group(labels)
@@ -295,17 +324,26 @@ def _check_terms(terms: Sequence[str]) -> None:
         raise ValueError(f"unknown DiRe terms {unknown}; expected a subset of {ALL_TERMS}")
 
 
-def class_terms(z: torch.Tensor, r: torch.Tensor, *, official: bool = False, logdet_eps: float = 0.1
-                ) -> dict[str, torch.Tensor]:
+def class_terms(
+    z: torch.Tensor, r: torch.Tensor, *, official: bool = False, logdet_eps: float = 0.1
+) -> dict[str, torch.Tensor]:
     """CD, CDM, EDM and LD of one class: ``z`` [n, d] synthetic, ``r`` [m, d] real embeddings.
 
     Returns scalar tensors under ``"cd"``, ``"cdm"``, ``"edm"``, ``"logdet"``; with n = 1 CD and LD are 0.
     """
     if z.dim() != 2 or r.dim() != 2 or z.shape[1] != r.shape[1] or len(z) == 0 or len(r) == 0:
-        raise ValueError(f"expected z [n, d] and r [m, d] with n, m >= 1 and one d; got {tuple(z.shape)} and {tuple(r.shape)}")
+        raise ValueError(
+            f"expected z [n, d] and r [m, d] with n, m >= 1 and one d; got {tuple(z.shape)} and {tuple(r.shape)}"
+        )
     bank = RealBank.from_dict({0: r.to(z.device, z.dtype)})
-    terms = batched_terms(z, torch.zeros(len(z), dtype=torch.long, device=z.device), bank, official=official,
-                          terms=ALL_TERMS, logdet_eps=logdet_eps)
+    terms = batched_terms(
+        z,
+        torch.zeros(len(z), dtype=torch.long, device=z.device),
+        bank,
+        official=official,
+        terms=ALL_TERMS,
+        logdet_eps=logdet_eps,
+    )
     return {t: terms[t][0] for t in ALL_TERMS}
 
 
@@ -330,14 +368,24 @@ class DiRe(nn.Module):
     holding the same tensors, none modified in place), so both forms cost the same per step.
     """
 
-    def __init__(self, r_c: float = 1.0, r_e: float = 0.01, weight: float = 0.1, official: bool = False,
-                 terms: Sequence[str] = TERMS, logdet_eps: float = 0.1, edm_coreset: int | None = None):
+    def __init__(
+        self,
+        r_c: float = 1.0,
+        r_e: float = 0.01,
+        weight: float = 0.1,
+        official: bool = False,
+        terms: Sequence[str] = TERMS,
+        logdet_eps: float = 0.1,
+        edm_coreset: int | None = None,
+    ):
         super().__init__()
         _check_terms(terms)
         _check_logdet_eps(logdet_eps)
         if edm_coreset is not None and (edm_coreset < 1 or official):
-            raise ValueError(f"edm_coreset must be None or >= 1 centre per class, with official=False; "
-                             f"got {edm_coreset} (official={official})")
+            raise ValueError(
+                f"edm_coreset must be None or >= 1 centre per class, with official=False; "
+                f"got {edm_coreset} (official={official})"
+            )
         self.r_c, self.r_e, self.weight, self.official = r_c, r_e, weight, official
         self.logdet_eps, self.edm_coreset = logdet_eps, edm_coreset
         self.terms = tuple(t for t in ALL_TERMS if t in terms)
@@ -363,11 +411,14 @@ class DiRe(nn.Module):
             self._bank_cache = cache = (bank, z.device, z.dtype, use.to(z.device, z.dtype))
         return cache[3]
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor, real: RealBank | Mapping[int, torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, z: torch.Tensor, labels: torch.Tensor, real: RealBank | Mapping[int, torch.Tensor]
+    ) -> torch.Tensor:
         if not self.terms:
             return z.new_zeros(())
-        terms = batched_terms(z, labels, self._bank(real, z), official=self.official, terms=self.terms,
-                              logdet_eps=self.logdet_eps)
+        terms = batched_terms(
+            z, labels, self._bank(real, z), official=self.official, terms=self.terms, logdet_eps=self.logdet_eps
+        )
         weights = {"cd": self.r_c, "cdm": self.r_c, "logdet": self.r_c, "edm": self.r_e}
         loss = z.new_zeros(())
         for term in self.terms:
@@ -377,5 +428,6 @@ class DiRe(nn.Module):
     def extra_repr(self) -> str:
         extra = f", logdet_eps={self.logdet_eps}" if "logdet" in self.terms else ""
         extra += f", edm_coreset={self.edm_coreset}" if self.edm_coreset is not None else ""
-        return (f"r_c={self.r_c}, r_e={self.r_e}, weight={self.weight}, official={self.official}, "
-                f"terms={self.terms}{extra}")
+        return (
+            f"r_c={self.r_c}, r_e={self.r_e}, weight={self.weight}, official={self.official}, terms={self.terms}{extra}"
+        )

@@ -20,8 +20,13 @@ import torch
 DEFAULT_ROOT = Path(os.environ.get("DIRE_RUNS", "runs"))
 
 
-def setting(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING,
-            added: bool = False) -> Any:
+def setting(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    added: bool = False,
+) -> Any:
     """A config dataclass field with its ``help`` text (shown by the CLI and the notebooks' parameter checks).
 
     ``added=True`` marks a field added after run folders already existed: it is left out of configs (and so of
@@ -31,7 +36,9 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, default_facto
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
-def added_field(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING) -> Any:
+def added_field(
+    default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING
+) -> Any:
     """:func:`setting` with ``added=True``."""
     return setting(default, help, default_factory=default_factory, added=True)
 
@@ -47,8 +54,11 @@ def _field_default(f: dataclasses.Field) -> Any:
 
 def _jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if not (f.metadata.get("omit_default") and getattr(value, f.name) == _field_default(f))}
+        return {
+            f.name: _jsonable(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not (f.metadata.get("omit_default") and getattr(value, f.name) == _field_default(f))
+        }
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):

@@ -20,8 +20,8 @@ def digits_teacher(runs_root):
 @pytest.fixture(scope="session")
 def digits(digits_teacher):
     """(teacher, digits train set, the teacher's real bank of 100 per class)."""
-    from dire.nets.bank import real_embedding_bank
     from dire.data import load_dataset
+    from dire.nets.bank import real_embedding_bank
 
     teacher, _ = digits_teacher
     train = load_dataset("digits")

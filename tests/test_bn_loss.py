@@ -9,7 +9,9 @@ from dire.synthesis.bn import BNStatistics
 
 def _net():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+    )
     for bn in (net[1], net[4]):  # non-trivial running statistics
         bn.running_mean.uniform_(-1, 1)
         bn.running_var.uniform_(0.5, 2)
@@ -30,8 +32,10 @@ def test_bn_loss_matches_hand_computation():
         for w, a, layer in ((10.0, a1, net[1]), (1.0, a2, net[4])):
             flat = a.permute(1, 0, 2, 3).reshape(a.shape[1], -1)
             mean, var = flat.mean(1), ((flat - flat.mean(1, keepdim=True)) ** 2).mean(1)
-            want += w * (3.0 * torch.sqrt(((layer.running_var - var) ** 2).sum())
-                         + torch.sqrt(((layer.running_mean - mean) ** 2).sum()))
+            want += w * (
+                3.0 * torch.sqrt(((layer.running_var - var) ** 2).sum())
+                + torch.sqrt(((layer.running_mean - mean) ** 2).sum())
+            )
     assert float(got) == pytest.approx(float(want), rel=1e-12)
 
 

@@ -3,13 +3,12 @@
 import pytest
 import torch
 
-from dire.data import TensorImageDataset, dataset_info, load_dataset
+from dire.data import TensorImageDataset, dataset_info, from_uint8, load_dataset
 from dire.data.dsa import DSA
 from dire.metrics import intra_class_cosine
 from dire.nets.models import embed_images
 from dire.synthesis import DM, DiReConfig, SynthesisConfig, build_method, synthesize
 from dire.synthesis.base import Context, Unit
-from dire.data import from_uint8
 from dire.synthesis.dm import fresh_network, mean_embedding_loss
 
 CPU = torch.device("cpu")
@@ -33,8 +32,9 @@ def test_loss_is_zero_when_the_synthetic_batch_is_the_real_batch(digits):
         assert float(loss) == 0.0 and z.shape == (21, net.feature_dim) and len(z_real) == 3
         # not Siamese (another seed for the synthetic side): different transforms, a nonzero loss
         aug = DSA()
-        other, _, _ = mean_embedding_loss(net, [aug(r, seed=seed) for r in real],
-                                          [aug(r, seed=seed + 100) for r in real], [0, 0, 0], None)
+        other, _, _ = mean_embedding_loss(
+            net, [aug(r, seed=seed) for r in real], [aug(r, seed=seed + 100) for r in real], [0, 0, 0], None
+        )
         assert float(other) > 0
 
 
@@ -52,7 +52,7 @@ def test_dm_step_is_zero_when_the_class_holds_only_the_synthetic_images():
     images = dm.init_images(ctx, unit, g)
     for it in range(3):
         step = dm.loss(ctx, unit, images, unit.labels(), it, torch.Generator().manual_seed(it))
-        assert float(step.loss) < 1e-8 * float((step.embeddings ** 2).sum())
+        assert float(step.loss) < 1e-8 * float((step.embeddings**2).sum())
         bank = step.bank()
         assert bank.emb.shape == (10, 3, step.embeddings.shape[1]) and bank.count.tolist() == [3] * 10
 
@@ -95,8 +95,13 @@ def test_dm_on_digits_with_and_without_dire(digits, digits_teacher, tmp_path):
     cfg = dict(ipc=5, iterations=30, ipc_per_unit=5, seed=0)
     method = dict(batch_real=64, lr_img=10.0)  # 8-px digits have 128-d embeddings, so smaller gradients than FMNIST
     base = synthesize(DM(**method), _ctx(digits, **cfg), out_dir=tmp_path / "base", progress=False)
-    reg = synthesize(DM(**method), _ctx(digits, **cfg), out_dir=tmp_path / "dire",
-                     dire=DiReConfig(enabled=True, weight=1.0), progress=False)
+    reg = synthesize(
+        DM(**method),
+        _ctx(digits, **cfg),
+        out_dir=tmp_path / "dire",
+        dire=DiReConfig(enabled=True, weight=1.0),
+        progress=False,
+    )
     init = DM().init_images(_ctx(digits, **cfg), Unit(0, 0, tuple(range(10)), tuple(range(5))), None)
     labels = torch.arange(10).repeat_interleave(5)
     assert base["images"].shape == (50, 1, 8, 8) and torch.equal(base["labels"], labels)
@@ -104,8 +109,10 @@ def test_dm_on_digits_with_and_without_dire(digits, digits_teacher, tmp_path):
     held_out = [1000, 1001, 1002, 1003]
     assert _score(held_out, digits, x_base, labels) < 0.9 * _score(held_out, digits, init, labels)
     assert not torch.equal(base["images"], reg["images"])
-    cos = {name: intra_class_cosine(embed_images(teacher, x), labels)["mean"] for name, x in (("base", x_base),
-                                                                                             ("dire", x_reg))}
+    cos = {
+        name: intra_class_cosine(embed_images(teacher, x), labels)["mean"]
+        for name, x in (("base", x_base), ("dire", x_reg))
+    }
     assert cos["dire"] < cos["base"] - 0.002, cos  # measured: 0.837 -> 0.833
     for x in (x_base, x_reg):
         assert float((teacher(x).argmax(1) == labels).float().mean()) >= 0.9

@@ -85,8 +85,10 @@ def test_saturation_is_a_noop_on_one_channel():
     assert torch.allclose(y, z, atol=1e-6)  # the same draws, only the saturation factor differs
     rgb = _images(c=3)
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
-    assert not torch.allclose(apply_group(rgb, "color", generator=g1, params=DSAParams(saturation=0.0)),
-                              apply_group(rgb, "color", generator=g2, params=DSAParams(saturation=2.0)))
+    assert not torch.allclose(
+        apply_group(rgb, "color", generator=g1, params=DSAParams(saturation=0.0)),
+        apply_group(rgb, "color", generator=g2, params=DSAParams(saturation=2.0)),
+    )
 
 
 def test_rotation_angle_range():

@@ -3,11 +3,10 @@
 import pytest
 import torch
 
-from dire.data import load_dataset
-from dire.evaluation.dc import DCProtocol, evaluate_dc, learning_rate, lr_at_epoch
-from dire.data import to_uint8
-from dire.data.zca import ZCA
 import dire.evaluation.dc as evaluate_dc_module
+from dire.data import load_dataset, to_uint8
+from dire.data.zca import ZCA
+from dire.evaluation.dc import DCProtocol, evaluate_dc, learning_rate, lr_at_epoch
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +19,12 @@ def digits_real():
 
 
 def test_schedule_and_learning_rate_choice():
-    assert [lr_at_epoch(0.01, e, 1000) for e in (0, 500, 501, 999)] == [0.01, 0.01, pytest.approx(0.001),
-                                                                        pytest.approx(0.001)]
+    assert [lr_at_epoch(0.01, e, 1000) for e in (0, 500, 501, 999)] == [
+        0.01,
+        0.01,
+        pytest.approx(0.001),
+        pytest.approx(0.001),
+    ]
     assert [lr_at_epoch(1.0, e, 4) for e in range(4)] == [1.0, 1.0, 1.0, pytest.approx(0.1)]
     assert learning_rate({}, DCProtocol()) == 0.01
     assert learning_rate({"syn_lr": torch.tensor(0.02)}, DCProtocol()) == pytest.approx(0.02)
@@ -33,14 +36,16 @@ def test_schedule_and_learning_rate_choice():
 def test_real_subset_trains_far_above_chance_and_results_are_cached(digits_real, tmp_path, monkeypatch):
     synthetic, test = digits_real
     key = {"synthetic": "real5"}
-    out = evaluate_dc(synthetic, test_set=test, seeds=(0, 1), epochs=40, batch_size=32, cache_key=key,
-                      runs_root=tmp_path)
+    out = evaluate_dc(
+        synthetic, test_set=test, seeds=(0, 1), epochs=40, batch_size=32, cache_key=key, runs_root=tmp_path
+    )
     assert out["protocol"] == "dc" and out["final"]["n"] == 2 and len(out["runs"]) == 2
     assert out["final"]["mean"] > 60  # 50 real digits; chance is 10 %
     assert out["runs"][0]["lr"] == 0.01 and out["best"]["mean"] == out["final"]["mean"]  # tested once, at the end
     monkeypatch.setattr(evaluate_dc_module, "train_dc", lambda *a, **k: pytest.fail("should come from the cache"))
-    again = evaluate_dc(synthetic, test_set=test, seeds=(0, 1), epochs=40, batch_size=32, cache_key=key,
-                        runs_root=tmp_path)
+    again = evaluate_dc(
+        synthetic, test_set=test, seeds=(0, 1), epochs=40, batch_size=32, cache_key=key, runs_root=tmp_path
+    )
     assert again["final"] == out["final"]
 
 

@@ -14,7 +14,19 @@ from dire.experiments.config import FLAT, flat_defaults, make_experiment
 PACKAGE = Path(dire.__file__).parent
 NOTEBOOKS = PACKAGE.parent / "notebooks"
 # the data flow, earliest first; a module may import its own stage and the stages before it
-STAGES = ["runs", "regularizer", "metrics", "data", "nets", "synthesis", "evaluation", "experiments", "report", "cli", "__main__"]
+STAGES = [
+    "runs",
+    "regularizer",
+    "metrics",
+    "data",
+    "nets",
+    "synthesis",
+    "evaluation",
+    "experiments",
+    "report",
+    "cli",
+    "__main__",
+]
 
 
 def _module_name(path: Path) -> str:
@@ -51,7 +63,7 @@ def test_no_import_cycles():
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycle = path[path.index(nxt):] + [nxt]
+                cycle = path[path.index(nxt) :] + [nxt]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if nxt not in state:
                 visit(nxt, path + [nxt])
@@ -64,8 +76,12 @@ def test_no_import_cycles():
 
 def test_stages_import_only_earlier_stages():
     order = {s: i for i, s in enumerate(STAGES)}
-    backward = [(m, t) for m, targets in _imports().items() for t in targets
-                if m != "dire" and order[_stage(t)] > order[_stage(m)]]
+    backward = [
+        (m, t)
+        for m, targets in _imports().items()
+        for t in targets
+        if m != "dire" and order[_stage(t)] > order[_stage(m)]
+    ]
     assert not backward, f"a stage imports a later one: {backward}"
 
 
@@ -84,8 +100,9 @@ def test_registries_refuse_duplicate_names():
 
 
 def _parameters(notebook: Path) -> dict[str, Any]:
-    cell = next(c for c in json.loads(notebook.read_text())["cells"]
-                if "parameters" in c.get("metadata", {}).get("tags", []))
+    cell = next(
+        c for c in json.loads(notebook.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])
+    )
     namespace: dict[str, Any] = {"Optional": Optional, "Any": Any}
     exec("".join(cell["source"]), namespace)
     return {k: namespace[k] for k in namespace["__annotations__"]}
@@ -97,9 +114,12 @@ def test_parameters_cell_agrees_with_the_dataclasses(notebook):
     params = _parameters(notebook)
     shared = {k: v for k, v in params.items() if k in defaults}
     assert shared, f"{notebook.name} mirrors no config field"
-    wrong = {k: (v, defaults[k]) for k, v in shared.items()
-             if (list(v) if isinstance(v, tuple) else v) != (list(defaults[k]) if isinstance(defaults[k], tuple)
-                                                             else defaults[k])}
+    wrong = {
+        k: (v, defaults[k])
+        for k, v in shared.items()
+        if (list(v) if isinstance(v, tuple) else v)
+        != (list(defaults[k]) if isinstance(defaults[k], tuple) else defaults[k])
+    }
     assert not wrong, f"{notebook.name}: (cell, dataclass) defaults differ: {wrong}"
 
 
@@ -114,16 +134,44 @@ def test_make_experiment_defaults_are_the_dataclass_defaults():
 
 
 # a value different from each flat name's default, as typed on the command line
-_CLI_VALUES = {"dataset": "fashion-mnist", "method": "cda", "ipc": "7", "seed": "3", "iterations": "9", "lr": "0.5",
-               "betas": "0.1,0.2", "ipc_per_unit": "7", "classes_per_unit": "2", "init": "real", "dire": "on",
-               "dire_weight": "0.3", "r_c": "2.0", "r_e": "0.5", "official": "on", "terms": "cd,edm",
-               "logdet_eps": "0.2", "edm_coreset": "4", "teacher_arch": "convnet_bn_w32", "teacher_recipe": "cifar",
-               "teacher_seed": "2", "teacher_set": "ufc-paper", "bank_per_class": "9", "student_arch": "resnet18",
-               "student_recipe": "cifar", "student_epochs": "3", "student_seeds": "4,5", "metric_arch": "convnet",
-               "protocol": "dc", "validation_per_class": "8", "validation_seed": "6"}
-_DICT_VALUES = {"method_settings": ("--method-arg", "crop_scale=(0.5,1.0)", {"crop_scale": (0.5, 1.0)}),
-                "student_overrides": ("--student-arg", "lr=0.001", {"lr": 0.001}),
-                "experts": ("--expert-arg", "num_experts=4", {"num_experts": 4})}
+_CLI_VALUES = {
+    "dataset": "fashion-mnist",
+    "method": "cda",
+    "ipc": "7",
+    "seed": "3",
+    "iterations": "9",
+    "lr": "0.5",
+    "betas": "0.1,0.2",
+    "ipc_per_unit": "7",
+    "classes_per_unit": "2",
+    "init": "real",
+    "dire": "on",
+    "dire_weight": "0.3",
+    "r_c": "2.0",
+    "r_e": "0.5",
+    "official": "on",
+    "terms": "cd,edm",
+    "logdet_eps": "0.2",
+    "edm_coreset": "4",
+    "teacher_arch": "convnet_bn_w32",
+    "teacher_recipe": "cifar",
+    "teacher_seed": "2",
+    "teacher_set": "ufc-paper",
+    "bank_per_class": "9",
+    "student_arch": "resnet18",
+    "student_recipe": "cifar",
+    "student_epochs": "3",
+    "student_seeds": "4,5",
+    "metric_arch": "convnet",
+    "protocol": "dc",
+    "validation_per_class": "8",
+    "validation_seed": "6",
+}
+_DICT_VALUES = {
+    "method_settings": ("--method-arg", "crop_scale=(0.5,1.0)", {"crop_scale": (0.5, 1.0)}),
+    "student_overrides": ("--student-arg", "lr=0.001", {"lr": 0.001}),
+    "experts": ("--expert-arg", "num_experts=4", {"num_experts": 4}),
+}
 
 
 def test_every_config_field_is_reachable_from_the_cli():
@@ -133,16 +181,43 @@ def test_every_config_field_is_reachable_from_the_cli():
     argv = ["condense"] + [a for k, v in _CLI_VALUES.items() for a in ("--" + k.replace("_", "-"), v)]
     argv += [a for flag, text, _ in _DICT_VALUES.values() for a in (flag, text)]
     exp = experiment_from_args(build_parser().parse_args(argv))
-    expected = make_experiment(**{"dataset": "fashion-mnist", "method": "cda", "ipc": 7, "seed": 3, "iterations": 9,
-                                  "lr": 0.5, "betas": (0.1, 0.2), "ipc_per_unit": 7, "classes_per_unit": 2,
-                                  "init": "real", "dire": True, "dire_weight": 0.3, "r_c": 2.0, "r_e": 0.5,
-                                  "official": True, "terms": ("cd", "edm"), "logdet_eps": 0.2, "edm_coreset": 4,
-                                  "teacher_arch": "convnet_bn_w32", "teacher_recipe": "cifar", "teacher_seed": 2,
-                                  "teacher_set": "ufc-paper", "bank_per_class": 9, "student_arch": "resnet18",
-                                  "student_recipe": "cifar", "student_epochs": 3, "student_seeds": (4, 5),
-                                  "metric_arch": "convnet", "protocol": "dc", "validation_per_class": 8,
-                                  "validation_seed": 6, **{k: v for k, (_, _, v) in _DICT_VALUES.items()}},
-                               shared_method_defaults=False)
+    expected = make_experiment(
+        **{
+            "dataset": "fashion-mnist",
+            "method": "cda",
+            "ipc": 7,
+            "seed": 3,
+            "iterations": 9,
+            "lr": 0.5,
+            "betas": (0.1, 0.2),
+            "ipc_per_unit": 7,
+            "classes_per_unit": 2,
+            "init": "real",
+            "dire": True,
+            "dire_weight": 0.3,
+            "r_c": 2.0,
+            "r_e": 0.5,
+            "official": True,
+            "terms": ("cd", "edm"),
+            "logdet_eps": 0.2,
+            "edm_coreset": 4,
+            "teacher_arch": "convnet_bn_w32",
+            "teacher_recipe": "cifar",
+            "teacher_seed": 2,
+            "teacher_set": "ufc-paper",
+            "bank_per_class": 9,
+            "student_arch": "resnet18",
+            "student_recipe": "cifar",
+            "student_epochs": 3,
+            "student_seeds": (4, 5),
+            "metric_arch": "convnet",
+            "protocol": "dc",
+            "validation_per_class": 8,
+            "validation_seed": 6,
+            **{k: v for k, (_, _, v) in _DICT_VALUES.items()},
+        },
+        shared_method_defaults=False,
+    )
     assert exp == expected
     assert exp != make_experiment(shared_method_defaults=False)
 

@@ -32,9 +32,13 @@ def test_logdet_matches_float64_reference(n, d, eps):
 def test_logdet_hand_values():
     eps, r = 0.1, torch.randn(2, 4, dtype=torch.float64)
     # orthogonal embeddings: det(K + εI) = (1 + ε)^n, LD = 0 (its minimum, by Hadamard's inequality)
-    assert float(class_terms(torch.eye(4, dtype=torch.float64) * 3, r, logdet_eps=eps)["logdet"]) == pytest.approx(0, abs=1e-12)
+    assert float(class_terms(torch.eye(4, dtype=torch.float64) * 3, r, logdet_eps=eps)["logdet"]) == pytest.approx(
+        0, abs=1e-12
+    )
     # one embedding: LD = 0
-    assert float(class_terms(torch.ones(1, 4, dtype=torch.float64), r, logdet_eps=eps)["logdet"]) == pytest.approx(0, abs=1e-12)
+    assert float(class_terms(torch.ones(1, 4, dtype=torch.float64), r, logdet_eps=eps)["logdet"]) == pytest.approx(
+        0, abs=1e-12
+    )
     # n coinciding embeddings: K = 11ᵀ, det(K + εI) = (n + ε) ε^(n-1)
     n = 5
     z = torch.ones(n, 4, dtype=torch.float64)
@@ -87,8 +91,11 @@ def test_logdet_descent_spreads_a_class_and_module_weights():
 def _real(classes=3, m=60, d=5, seed=0):
     g = torch.Generator().manual_seed(seed)
     # a few clusters per class, so k-means has structure to find
-    return {c: torch.randn(m, d, generator=g, dtype=torch.float64) + 3 * torch.randn(1, d, generator=g, dtype=torch.float64)
-            * (torch.arange(m) % 4)[:, None] for c in range(classes)}
+    return {
+        c: torch.randn(m, d, generator=g, dtype=torch.float64)
+        + 3 * torch.randn(1, d, generator=g, dtype=torch.float64) * (torch.arange(m) % 4)[:, None]
+        for c in range(classes)
+    }
 
 
 def test_coreset_with_k_at_least_m_is_exact_and_keeps_counts():

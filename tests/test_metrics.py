@@ -183,9 +183,7 @@ def test_vendi_single_sample_class():
 
 def test_knn_radii_match_prdc_helper():
     x = np.random.default_rng(3).normal(size=(15, 4))
-    np.testing.assert_allclose(
-        M._knn_radii(x, 5), prdc_impl.compute_nearest_neighbour_distances(x, 5), rtol=0, atol=0
-    )
+    np.testing.assert_allclose(M._knn_radii(x, 5), prdc_impl.compute_nearest_neighbour_distances(x, 5), rtol=0, atol=0)
     np.testing.assert_allclose(M._knn_radii(x, 5), ref_radii(x, 5), atol=1e-12)
 
 
@@ -268,7 +266,14 @@ def test_diversity_metrics_flat_dict(capsys):
     out = M.diversity_metrics(torch.from_numpy(fake).float(), torch.from_numpy(fake_y), real, real_y)
     assert capsys.readouterr().out == ""
     assert set(out) == {
-        "vendi", "vendi_all", "coverage", "precision", "recall", "density", "coverage_all", "intra_class_cosine"
+        "vendi",
+        "vendi_all",
+        "coverage",
+        "precision",
+        "recall",
+        "density",
+        "coverage_all",
+        "intra_class_cosine",
     }
     assert all(type(v) is float for v in out.values())
     fake32 = torch.from_numpy(fake).float().double().numpy()

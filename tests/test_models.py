@@ -64,8 +64,13 @@ def test_errors():
 NEW_MODELS = ["mobilenet_v2", "shufflenet_v2", "efficientnet_b0", "vit_tiny", "swin_tiny"]
 FEATURE_DIMS = {"mobilenet_v2": 1280, "shufflenet_v2": 1024, "efficientnet_b0": 1280, "vit_tiny": 192, "swin_tiny": 192}
 # documented sizes: parameters with a 10-class head at 3 × 32 px (about 2.24M, 0.35M, 4.02M, 2.69M, 1.27M)
-PARAM_BOUNDS = {"mobilenet_v2": 2.5e6, "shufflenet_v2": 0.5e6, "efficientnet_b0": 4.5e6,
-                "vit_tiny": 3e6, "swin_tiny": 1.5e6}
+PARAM_BOUNDS = {
+    "mobilenet_v2": 2.5e6,
+    "shufflenet_v2": 0.5e6,
+    "efficientnet_b0": 4.5e6,
+    "vit_tiny": 3e6,
+    "swin_tiny": 1.5e6,
+}
 CNN_STEMS = {  # (first conv, last feature map before the global average pool)
     "mobilenet_v2": lambda b: (b.features[0][0], b.features),
     "shufflenet_v2": lambda b: (b.conv1[0], b.conv5),

@@ -4,16 +4,17 @@ import pytest
 import torch
 
 import dire.nets.experts as mtt_module
-from dire.data import load_dataset
-from dire.nets.models import MODELS, build_model
+from dire.data import from_uint8, load_dataset
 from dire.nets.experts import ExpertConfig, Experts, train_experts
+from dire.nets.models import MODELS, build_model
 from dire.synthesis import MTT, DiReConfig, SynthesisConfig, build_method, synthesize
 from dire.synthesis.base import Context, Unit
-from dire.data import from_uint8
 from dire.synthesis.mtt import MTT_SETTINGS, method_settings, mtt_settings
 
 CPU = torch.device("cpu")
-EXPERT = ExpertConfig(epochs=4, batch_size=32, model="convnet_nn")  # digits are few: small batches give 45 steps an epoch
+EXPERT = ExpertConfig(
+    epochs=4, batch_size=32, model="convnet_nn"
+)  # digits are few: small batches give 45 steps an epoch
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,9 @@ def digits():
 @pytest.fixture(scope="module")
 def experts_dir(digits, tmp_path_factory):
     train, test = digits
-    return train_experts(train, num_experts=2, config=EXPERT, test_set=test,
-                         runs_root=tmp_path_factory.mktemp("runs"), progress=False)
+    return train_experts(
+        train, num_experts=2, config=EXPERT, test_set=test, runs_root=tmp_path_factory.mktemp("runs"), progress=False
+    )
 
 
 def _ctx(train, **cfg):
@@ -44,8 +46,10 @@ def test_experts_are_cached_with_one_trajectory_row_per_epoch(digits, experts_di
     assert all(0 <= acc <= 100 for acc in experts.test_acc())  # recorded (4 epochs without a norm stay near chance)
     # the same settings find the cache: nothing is trained again
     monkeypatch.setattr(mtt_module, "build_model", lambda *a, **k: pytest.fail("experts should come from the cache"))
-    assert train_experts(train, num_experts=2, config=EXPERT, runs_root=experts_dir.parent.parent,
-                         progress=False) == experts_dir
+    assert (
+        train_experts(train, num_experts=2, config=EXPERT, runs_root=experts_dir.parent.parent, progress=False)
+        == experts_dir
+    )
 
 
 def test_an_interrupted_expert_resumes_to_the_same_trajectory(digits, experts_dir, tmp_path, monkeypatch):
@@ -81,12 +85,14 @@ def test_loss_is_exactly_one_when_the_student_does_not_move(digits, experts_dir)
     images = method.init_images(ctx, unit, torch.Generator().manual_seed(0)).requires_grad_()
     for expert in (0, 1):
         for t in (0, 1):
-            loss, z, y, _ = method.trajectory_loss(images, unit.labels(), torch.tensor(0.0), expert, t,
-                                                   torch.Generator().manual_seed(t))
+            loss, z, y, _ = method.trajectory_loss(
+                images, unit.labels(), torch.tensor(0.0), expert, t, torch.Generator().manual_seed(t)
+            )
             assert loss.item() == 1.0 and z.shape == (50, 128) and len(y) == 50
     # a moving student (the experts' own lr) ends nearer the target than it started
-    loss, *_ = method.trajectory_loss(images, unit.labels(), torch.tensor(0.01, requires_grad=True), 0, 0,
-                                      torch.Generator().manual_seed(0))
+    loss, *_ = method.trajectory_loss(
+        images, unit.labels(), torch.tensor(0.01, requires_grad=True), 0, 0, torch.Generator().manual_seed(0)
+    )
     loss.backward()
     assert loss.item() < 1.0 and images.grad.abs().sum() > 0
 
@@ -101,16 +107,24 @@ def test_settings_table_and_errors(digits, experts_dir, tmp_path):
     with pytest.raises(ValueError, match="use one unit"):
         synthesize(_mtt(experts_dir), _ctx(train, ipc=2, ipc_per_unit=1), out_dir=tmp_path / "a", progress=False)
     with pytest.raises(ValueError, match="exceeds the experts' 4 epochs"):
-        synthesize(_mtt(experts_dir, max_start_epoch=5), _ctx(train, ipc=1, ipc_per_unit=1), out_dir=tmp_path / "b",
-                   progress=False)
+        synthesize(
+            _mtt(experts_dir, max_start_epoch=5),
+            _ctx(train, ipc=1, ipc_per_unit=1),
+            out_dir=tmp_path / "b",
+            progress=False,
+        )
     with pytest.raises(FileNotFoundError, match="train_experts"):
         synthesize(_mtt(tmp_path), _ctx(train, ipc=1, ipc_per_unit=1), out_dir=tmp_path / "c", progress=False)
     assert isinstance(build_method("mtt", experts_dir=str(experts_dir)), MTT)
 
 
 def _mean_loss(method, images, labels, syn_lr):
-    losses = [method.trajectory_loss(images, labels, torch.tensor(syn_lr), e, t, torch.Generator().manual_seed(s))[0]
-              for e in (0, 1) for t in (0, 1) for s in (0, 1)]
+    losses = [
+        method.trajectory_loss(images, labels, torch.tensor(syn_lr), e, t, torch.Generator().manual_seed(s))[0]
+        for e in (0, 1)
+        for t in (0, 1)
+        for s in (0, 1)
+    ]
     return torch.stack(losses).mean().item()
 
 
@@ -120,8 +134,13 @@ def test_mtt_on_digits_with_and_without_dire(digits, experts_dir, tmp_path):
     train, _ = digits
     cfg = dict(ipc=5, ipc_per_unit=5, iterations=15, seed=0)
     base = synthesize(_mtt(experts_dir), _ctx(train, **cfg), out_dir=tmp_path / "base", progress=False)
-    reg = synthesize(_mtt(experts_dir), _ctx(train, **cfg), out_dir=tmp_path / "dire",
-                     dire=DiReConfig(enabled=True, weight=1.0), progress=False)
+    reg = synthesize(
+        _mtt(experts_dir),
+        _ctx(train, **cfg),
+        out_dir=tmp_path / "dire",
+        dire=DiReConfig(enabled=True, weight=1.0),
+        progress=False,
+    )
     labels = torch.arange(10).repeat_interleave(5)
     assert base["images"].shape == (50, 1, 8, 8) and torch.equal(base["labels"], labels)
     assert base["syn_lr"].shape == () and float(base["syn_lr"]) != 0.01  # learned, and saved with the set

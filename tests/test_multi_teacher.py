@@ -5,12 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dire.nets.bank import real_embedding_bank
+from dire.data import from_uint8, to_uint8
 from dire.metrics import intra_class_cosine
+from dire.nets.bank import real_embedding_bank
 from dire.nets.models import embed_images
 from dire.synthesis import DiReConfig, SynthesisConfig, build_method, synthesize
 from dire.synthesis.base import Context
-from dire.data import from_uint8, to_uint8
 from dire.synthesis.gvbsm import StatisticsMatcher, conv_statistics, densification_loss, feature_statistics
 from dire.synthesis.ufc import ufc_ipc_init
 
@@ -27,16 +27,27 @@ def two_teachers(digits, runs_root):
 
 def _ctx(two_teachers, tmp_path=None, **cfg):
     teachers, train, banks = two_teachers
-    return Context(teacher=teachers[0], dataset=train, config=SynthesisConfig(**cfg), device=torch.device("cpu"),
-                   bank=banks[0], teachers=teachers, banks=banks, cache_dir=tmp_path)
+    return Context(
+        teacher=teachers[0],
+        dataset=train,
+        config=SynthesisConfig(**cfg),
+        device=torch.device("cpu"),
+        bank=banks[0],
+        teachers=teachers,
+        banks=banks,
+        cache_dir=tmp_path,
+    )
 
 
 # --- G-VBSM statistics -------------------------------------------------------------------------------------------
 
+
 def test_feature_statistics_match_a_float64_loop():
     x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
     stats = feature_statistics(x)
-    assert torch.allclose(stats["mean"], x.mean(dim=(0, 2, 3))) and torch.allclose(stats["var"], x.var(dim=(0, 2, 3), unbiased=False))
+    assert torch.allclose(stats["mean"], x.mean(dim=(0, 2, 3))) and torch.allclose(
+        stats["var"], x.var(dim=(0, 2, 3), unbiased=False)
+    )
     blocks = [x[:, :, 4 * u : 4 * u + 4, 4 * v : 4 * v + 4].flatten().numpy() for u in range(2) for v in range(2)]
     assert np.allclose(stats["patch_mean"].numpy(), [b.mean() for b in blocks])
     assert np.allclose(stats["patch_var"].numpy(), [b.var() for b in blocks])
@@ -93,7 +104,8 @@ def test_densification_matches_a_float64_eigen_reference():
     for c in (0, 1):
         flat = F.adaptive_avg_pool2d(x[labels == c].double(), 32).flatten(1).numpy()
         lam = np.linalg.eigvalsh(flat @ flat.T)
-        p = np.exp(lam / 4 - (lam / 4).max()); p /= p.sum()
+        p = np.exp(lam / 4 - (lam / 4).max())
+        p /= p.sum()
         log_q = lam - lam.max() - np.log(np.exp(lam - lam.max()).sum())
         expected += float((p * (np.log(p) - log_q)).sum())
     assert float(densification_loss(x, labels, tau=4.0)) == pytest.approx(expected, rel=1e-3)
@@ -107,8 +119,12 @@ def test_gvbsm_uses_the_teachers_round_robin(two_teachers, tmp_path):
     calls = []
     handles = [t.head.register_forward_hook(lambda *_a, i=i: calls.append(i)) for i, t in enumerate(teachers)]
     try:
-        synthesize(build_method("gvbsm"), _ctx(two_teachers, tmp_path, ipc=2, iterations=5, ipc_per_unit=2),
-                   out_dir=tmp_path / "out", progress=False)
+        synthesize(
+            build_method("gvbsm"),
+            _ctx(two_teachers, tmp_path, ipc=2, iterations=5, ipc_per_unit=2),
+            out_dir=tmp_path / "out",
+            progress=False,
+        )
     finally:
         for h in handles:
             h.remove()
@@ -117,6 +133,7 @@ def test_gvbsm_uses_the_teachers_round_robin(two_teachers, tmp_path):
 
 
 # --- UFC ---------------------------------------------------------------------------------------------------------
+
 
 def test_ufc_budget_matches_the_release_example():
     assert ufc_ipc_init(10, 4, 100) == 9  # CIFAR-100, IPC 10, 4 teachers: 9 real, 45 training images per class
@@ -161,12 +178,18 @@ def test_multi_teacher_methods_run_on_digits_with_and_without_dire(two_teachers,
     settings = {"jitter": 2, "crop_padding": 1} if name == "gvbsm" else {}
     seen = []
     real_forward = DiRe.forward
-    monkeypatch.setattr(DiRe, "forward", lambda self, z, y, bank: seen.append((z.shape[1], id(bank))) or
-                        real_forward(self, z, y, bank))
+    monkeypatch.setattr(
+        DiRe, "forward", lambda self, z, y, bank: seen.append((z.shape[1], id(bank))) or real_forward(self, z, y, bank)
+    )
     cos, images = {}, {}
     for tag, dire in (("base", DiReConfig()), ("dire", DiReConfig(enabled=True))):
-        out = synthesize(build_method(name, **settings), _ctx(two_teachers, tmp_path / f"c{tag}", **cfg),
-                         out_dir=tmp_path / tag, dire=dire, progress=False)
+        out = synthesize(
+            build_method(name, **settings),
+            _ctx(two_teachers, tmp_path / f"c{tag}", **cfg),
+            out_dir=tmp_path / tag,
+            dire=dire,
+            progress=False,
+        )
         x = from_uint8(out["images"], train.info)
         acc = float((teachers[0](x).argmax(1) == out["labels"]).float().mean())
         assert acc >= 0.8, (name, tag, acc)

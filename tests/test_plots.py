@@ -65,8 +65,12 @@ def test_save_figure_bytes_are_deterministic(tmp_path):
 def test_save_figure_bytes_match_a_fresh_process(tmp_path):
     """Two runs of a notebook are two processes, with different string-hash seeds."""
     here = save_figure(_toy_figure(), tmp_path / "here" / "fig")
-    env = {**os.environ, "PYTHONHASHSEED": "12345", "MPLBACKEND": "Agg",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {
+        **os.environ,
+        "PYTHONHASHSEED": "12345",
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
     code = TOY_FIGURE + "import sys\nfrom dire.report.plots import save_figure\nsave_figure(fig, sys.argv[1])\n"
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "there" / "fig")], env=env, check=True, timeout=60)
     for p in here:
@@ -121,8 +125,7 @@ def test_tsne_figure_panels_and_class_subset():
         "baseline": _clusters(3, classes=4, d=24, seed=1),
         "+ DiRe": (torch.from_numpy(_clusters(3, classes=4, d=24, seed=2)[0]), torch.arange(4).repeat_interleave(3)),
     }
-    fig = tsne_figure(real, real_labels, fakes, titles={"+ DiRe": "+ DiRe (CD 0.42)"},
-                      max_real_per_class=10, seed=0)
+    fig = tsne_figure(real, real_labels, fakes, titles={"+ DiRe": "+ DiRe (CD 0.42)"}, max_real_per_class=10, seed=0)
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in panels] == ["baseline", "+ DiRe (CD 0.42)"]
     # one real collection (4 classes × 10 kept) and one synthetic collection (12 points) per panel
@@ -164,7 +167,9 @@ def test_heatmap_cells_facets_and_duplicates():
     grid = panels[1].images[0].get_array()
     assert grid.shape == (2, 2) and float(grid[0, 1]) == pytest.approx(10 * 1.0 + 0.0 + 2)  # row r = 0, column w = 1
     assert np.ma.is_masked(grid[1, 1]) or np.isnan(grid[1, 1])
-    assert sorted(t.get_text() for t in panels[0].texts) == sorted(f"{10 * w + r + 1:.1f}" for w in (0.1, 1.0) for r in (0.0, 0.5))
+    assert sorted(t.get_text() for t in panels[0].texts) == sorted(
+        f"{10 * w + r + 1:.1f}" for w in (0.1, 1.0) for r in (0.0, 0.5)
+    )
     with pytest.raises(ValueError, match="more than one row"):
         heatmap(rows + rows[:1], x="w", y="r", value="acc", facet="f")
     plt.close("all")

@@ -122,7 +122,7 @@ def test_gradcheck_float64():
     z, labels, real = _batch(2, d=5)
     bank = RealBank.from_dict(real)
     for official in (False, True):
-        f = lambda x: DiRe(official=official)(x, labels, bank)  # noqa: E731
+        f = lambda x, official=official: DiRe(official=official)(x, labels, bank)
         assert torch.autograd.gradcheck(f, (z.clone().requires_grad_(),))
 
 
@@ -154,7 +154,9 @@ def test_a_dict_bank_is_built_once_and_rebuilt_only_when_it_changes(monkeypatch)
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     builds = []
     original = RealBank.from_dict.__func__
-    monkeypatch.setattr(RealBank, "from_dict", classmethod(lambda cls, *a, **k: builds.append(1) or original(cls, *a, **k)))
+    monkeypatch.setattr(
+        RealBank, "from_dict", classmethod(lambda cls, *a, **k: builds.append(1) or original(cls, *a, **k))
+    )
     reg = DiRe()
     first = [reg(z, labels, real) for _ in range(3)]
     assert len(builds) == 1 and all(torch.equal(v, first[0]) for v in first)

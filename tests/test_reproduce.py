@@ -12,8 +12,15 @@ from dire.report.reproduce import NOTEBOOKS, list_notebooks, load_profile, repro
 def test_every_profile_file_names_known_parameters():
     import papermill
 
-    assert list_notebooks() == ["00_quickstart", "01_main_results", "02_ablation", "03_cross_architecture",
-                                "04_timing_memory", "05_diversity_tsne", "06_weight_sweep"]
+    assert list_notebooks() == [
+        "00_quickstart",
+        "01_main_results",
+        "02_ablation",
+        "03_cross_architecture",
+        "04_timing_memory",
+        "05_diversity_tsne",
+        "06_weight_sweep",
+    ]
     for profile in ("smoke", "quick", "paper"):
         for name in list_notebooks():
             known = set(papermill.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb")))
@@ -22,8 +29,16 @@ def test_every_profile_file_names_known_parameters():
 
 def test_runner_injects_parameters_and_writes_the_table(tmp_path, runs_root):
     figures = tmp_path / "figures"
-    extra = {"figures_root": str(figures), "runs_root": str(runs_root), "variants": ["none", "all"], "seeds": [0],
-             "iterations": 10, "student_epochs": 10, "bank_per_class": 50, "data_root": str(NOTEBOOKS.parent / "data")}
+    extra = {
+        "figures_root": str(figures),
+        "runs_root": str(runs_root),
+        "variants": ["none", "all"],
+        "seeds": [0],
+        "iterations": 10,
+        "student_epochs": 10,
+        "bank_per_class": 50,
+        "data_root": str(NOTEBOOKS.parent / "data"),
+    }
     run = run_notebook("02_ablation", profile="smoke", build=tmp_path / "build", extra=extra)
     assert run.ok, run.error
     with open(figures / "smoke" / "02_ablation.csv") as f:
@@ -69,8 +84,13 @@ def test_unknown_profile_parameter_is_rejected_before_running(tmp_path):
 
 
 def test_check_parameters_types_and_unknown_names():
-    ns = {"__annotations__": {"n": int, "lr": float, "xs": list[int], "arch": str | None}, "n": 3, "lr": 1,
-          "xs": [1, 2], "arch": None}
+    ns = {
+        "__annotations__": {"n": int, "lr": float, "xs": list[int], "arch": str | None},
+        "n": 3,
+        "lr": 1,
+        "xs": [1, 2],
+        "arch": None,
+    }
     values = check_parameters(ns, before=set())
     assert values["lr"] == 1.0 and isinstance(ns["lr"], float)  # an int is accepted for a float
     with pytest.raises(TypeError, match="parameter 'n' should be int, got '3'"):

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dire.data import from_uint8
 from dire.metrics import intra_class_cosine
 from dire.nets.models import embed_images
 from dire.synthesis import DiReConfig, SynthesisConfig, build_method, synthesize
 from dire.synthesis.base import Context, Unit
-from dire.data import from_uint8
 from dire.synthesis.cda import curriculum_min_scale
 from dire.synthesis.delt import join_rounds, median_confidence_images
 from dire.synthesis.dwa import perturb_weights
@@ -23,10 +23,13 @@ def _ctx(digits, **cfg):
 
 # --- CDA ---------------------------------------------------------------------------------------------------------
 
+
 def test_cda_curricula_match_their_formulas():
     span = 1000
     for t in (0, 250, 500, 999):
-        assert curriculum_min_scale(t, span, mode="cosine") == pytest.approx(0.08 + 0.92 * (1 + math.cos(math.pi * t / span)) / 2)
+        assert curriculum_min_scale(t, span, mode="cosine") == pytest.approx(
+            0.08 + 0.92 * (1 + math.cos(math.pi * t / span)) / 2
+        )
         assert curriculum_min_scale(t, span, mode="linear") == pytest.approx(0.08 + 0.92 * (1 - t / span))
         assert curriculum_min_scale(t, span, mode="step") == 1.0
     assert curriculum_min_scale(0, span) == pytest.approx(1.0)  # easy: the whole image first
@@ -40,8 +43,9 @@ def test_cda_crop_scale_follows_the_curriculum_through_the_loop(digits, tmp_path
 
     seen = []
     real_crop = sre2l_module.random_resized_crop
-    monkeypatch.setattr(sre2l_module, "random_resized_crop",
-                        lambda x, g, scale: seen.append(scale) or real_crop(x, g, scale=scale))
+    monkeypatch.setattr(
+        sre2l_module, "random_resized_crop", lambda x, g, scale: seen.append(scale) or real_crop(x, g, scale=scale)
+    )
     method = build_method("cda", milestone=0.5, curriculum="linear")
     synthesize(method, _ctx(digits, ipc=1, iterations=10), out_dir=tmp_path, progress=False)
     lows = [lo for lo, hi in seen]
@@ -57,6 +61,7 @@ def test_cda_rejects_a_fixed_crop_and_unknown_curricula():
 
 
 # --- DWA ---------------------------------------------------------------------------------------------------------
+
 
 def _flat(model):
     return torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -92,6 +97,7 @@ def test_dwa_perturbs_a_fresh_copy_per_unit_and_starts_from_real_images(digits, 
 
 
 # --- DELT --------------------------------------------------------------------------------------------------------
+
 
 def test_delt_groups_join_round_by_round():
     joins = join_rounds(50, 4000, 500)  # the release's example: 8 rounds
@@ -139,14 +145,16 @@ def test_delt_init_is_the_median_of_the_teacher_ranking(digits):
 
 # --- every SRe2L-family method: a digits run with and without DiRe ------------------------------------------------
 
+
 @pytest.mark.parametrize("name,settings", [("cda", {}), ("dwa", {}), ("delt", {"round_iterations": 20})])
 def test_family_runs_on_digits_with_and_without_dire(digits, tmp_path, name, settings):
     teacher, train, _ = digits
     cfg = dict(ipc=5, iterations=60, ipc_per_unit=5, lr=0.25, seed=0)
     cos = {}
     for tag, dire in (("base", DiReConfig()), ("dire", DiReConfig(enabled=True))):
-        out = synthesize(build_method(name, **settings), _ctx(digits, **cfg), out_dir=tmp_path / tag, dire=dire,
-                         progress=False)
+        out = synthesize(
+            build_method(name, **settings), _ctx(digits, **cfg), out_dir=tmp_path / tag, dire=dire, progress=False
+        )
         assert out["images"].shape == (50, 1, 8, 8) and torch.bincount(out["labels"]).tolist() == [5] * 10
         x = from_uint8(out["images"], train.info)
         # crops down to 8 % of an 8x8 image (CDA, DELT) make the full view a little harder than plain SRe2L

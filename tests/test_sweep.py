@@ -10,16 +10,15 @@ import torch
 
 from dire.cli import main
 from dire.data import load_dataset, validation_split
-from dire.experiments.config import Experiment
-from dire.experiments.pipeline import run_experiment
-from dire.runs import config_hash
-from dire.synthesis import DiReConfig, SynthesisConfig
-from dire.experiments.sweep import grid_points, select, sweep, write_selection
-from dire.experiments.config import load_weights, resolve_dire
+from dire.experiments.config import Experiment, load_weights, resolve_dire
 from dire.experiments.drivers import compare
-from dire.report.tables import to_markdown
+from dire.experiments.pipeline import run_experiment
+from dire.experiments.sweep import grid_points, select, sweep, write_selection
 from dire.nets.teacher import teacher_config
 from dire.nets.train import get_recipe
+from dire.report.tables import to_markdown
+from dire.runs import config_hash
+from dire.synthesis import DiReConfig, SynthesisConfig
 
 
 def test_validation_split_is_per_class_seeded_and_disjoint():
@@ -58,17 +57,23 @@ def test_holdout_enters_the_teacher_key_only_when_set():
 
 def test_grid_and_selection():
     points = grid_points({"weight": [0.1, 1.0], "r_e": [0, 0.01]})
-    assert points == [{"weight": 0.1, "r_c": 1.0, "r_e": 0.0}, {"weight": 0.1, "r_c": 1.0, "r_e": 0.01},
-                      {"weight": 1.0, "r_c": 1.0, "r_e": 0.0}, {"weight": 1.0, "r_c": 1.0, "r_e": 0.01}]
+    assert points == [
+        {"weight": 0.1, "r_c": 1.0, "r_e": 0.0},
+        {"weight": 0.1, "r_c": 1.0, "r_e": 0.01},
+        {"weight": 1.0, "r_c": 1.0, "r_e": 0.0},
+        {"weight": 1.0, "r_c": 1.0, "r_e": 0.01},
+    ]
     with pytest.raises(ValueError, match="unknown sweep axes"):
         grid_points({"w": [1]})
     with pytest.raises(ValueError, match="numbers >= 0"):
         grid_points({"weight": [-1]})
     stat = lambda m: {"mean": m, "std": 0.5}  # noqa: E731
-    rows = [{"dire": False, "weight": 0, "r_c": 0, "r_e": 0, "acc_final": stat(80.0)},
-            {"dire": True, "weight": 1.0, "r_c": 1.0, "r_e": 0.0, "acc_final": stat(82.0)},
-            {"dire": True, "weight": 0.1, "r_c": 1.0, "r_e": 0.01, "acc_final": stat(82.0)},
-            {"dire": True, "weight": 0.3, "r_c": 1.0, "r_e": 0.01, "acc_final": stat(79.0)}]
+    rows = [
+        {"dire": False, "weight": 0, "r_c": 0, "r_e": 0, "acc_final": stat(80.0)},
+        {"dire": True, "weight": 1.0, "r_c": 1.0, "r_e": 0.0, "acc_final": stat(82.0)},
+        {"dire": True, "weight": 0.1, "r_c": 1.0, "r_e": 0.01, "acc_final": stat(82.0)},
+        {"dire": True, "weight": 0.3, "r_c": 1.0, "r_e": 0.01, "acc_final": stat(79.0)},
+    ]
     chosen = select(rows)
     assert (chosen["weight"], chosen["r_e"], chosen["val_acc"]) == (0.1, 0.01, 82.0)  # tie: the smaller w
     assert chosen["beats_baseline"] and chosen["baseline_val_acc"] == 80.0
@@ -91,15 +96,26 @@ def test_weights_file_round_trip_and_errors(tmp_path):
 
 
 def _tiny(**changes):
-    base = Experiment(dataset="digits", synthesis=SynthesisConfig(ipc=2, ipc_per_unit=2, iterations=4),
-                      bank_per_class=20, student_epochs=5, student_seeds=(0,))
+    base = Experiment(
+        dataset="digits",
+        synthesis=SynthesisConfig(ipc=2, ipc_per_unit=2, iterations=4),
+        bank_per_class=20,
+        student_epochs=5,
+        student_seeds=(0,),
+    )
     return dataclasses.replace(base, **changes)
 
 
 def test_sweep_on_digits_scores_students_on_the_validation_split(runs_root, tmp_path):
     base = _tiny()
-    rows = sweep(base, grid={"weight": [0.1, 1.0], "r_e": [0.01]}, validation_per_class=10, runs_root=runs_root,
-                 progress=False, log=lambda _m: None)
+    rows = sweep(
+        base,
+        grid={"weight": [0.1, 1.0], "r_e": [0.01]},
+        validation_per_class=10,
+        runs_root=runs_root,
+        progress=False,
+        log=lambda _m: None,
+    )
     assert [r["point"] for r in rows] == ["baseline", "weight 0.1, r_c 1, r_e 0.01", "weight 1, r_c 1, r_e 0.01"]
     assert [r["dire"] for r in rows] == [False, True, True]
     chosen = select(rows)
@@ -114,8 +130,9 @@ def test_sweep_on_digits_scores_students_on_the_validation_split(runs_root, tmp_
     teacher = result["dirs"]["teacher"]
     assert json.loads((Path(teacher) / "config.json").read_text())["holdout"]["per_class"] == 10
     # with the same settings and no holdout, the experiment is scored on the test split
-    plain = run_experiment(dataclasses.replace(held, validation_per_class=0), runs_root=runs_root, progress=False,
-                           log=lambda _m: None)
+    plain = run_experiment(
+        dataclasses.replace(held, validation_per_class=0), runs_root=runs_root, progress=False, log=lambda _m: None
+    )
     assert plain["eval_split"] == "test" and plain["dirs"]["teacher"] != teacher
 
 
@@ -123,8 +140,15 @@ def test_compare_variants_rows(runs_root, tmp_path):
     weights = tmp_path / "w.json"
     weights.write_text(json.dumps({"weights": {"weight": 0.5, "r_c": 1.0, "r_e": 0.0}}))
     variants = {"selected": {"weights_file": str(weights)}, "log-det": {"terms": ["logdet", "cdm", "edm"]}}
-    rows = compare(_tiny(), seeds=[0], methods=["sre2l"], variants=variants, runs_root=runs_root, progress=False,
-                   log=lambda _m: None)
+    rows = compare(
+        _tiny(),
+        seeds=[0],
+        methods=["sre2l"],
+        variants=variants,
+        runs_root=runs_root,
+        progress=False,
+        log=lambda _m: None,
+    )
     assert [(r["dire"], r["variant"]) for r in rows] == [(False, ""), (True, ""), (True, "selected"), (True, "log-det")]
     md = to_markdown(rows)
     assert "| sre2l + DiRe (selected) |" in md and "| sre2l + DiRe (log-det) |" in md
@@ -134,9 +158,37 @@ def test_compare_variants_rows(runs_root, tmp_path):
 
 def test_cli_sweep_writes_the_chosen_weights(runs_root, tmp_path, capsys):
     out = tmp_path / "chosen.json"
-    main(["sweep", "--dataset", "digits", "--ipc", "2", "--ipc-per-unit", "2", "--iterations", "4",
-          "--student-epochs", "5", "--bank-per-class", "20", "--grid", "weight=0.1,1.0", "--grid", "r_e=0.01",
-          "--validation-per-class", "10", "--student-seeds", "0", "--runs-root", str(runs_root), "--out", str(out),
-          "--table", str(tmp_path / "sweep"), "--quiet"])
+    main(
+        [
+            "sweep",
+            "--dataset",
+            "digits",
+            "--ipc",
+            "2",
+            "--ipc-per-unit",
+            "2",
+            "--iterations",
+            "4",
+            "--student-epochs",
+            "5",
+            "--bank-per-class",
+            "20",
+            "--grid",
+            "weight=0.1,1.0",
+            "--grid",
+            "r_e=0.01",
+            "--validation-per-class",
+            "10",
+            "--student-seeds",
+            "0",
+            "--runs-root",
+            str(runs_root),
+            "--out",
+            str(out),
+            "--table",
+            str(tmp_path / "sweep"),
+            "--quiet",
+        ]
+    )
     assert "chosen: w " in capsys.readouterr().out
     assert load_weights(out)["r_e"] == 0.01 and (tmp_path / "sweep.md").exists()

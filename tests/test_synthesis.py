@@ -3,13 +3,12 @@
 import pytest
 import torch
 
-from dire.data import load_dataset
+from dire.data import from_uint8, load_dataset
 from dire.metrics import intra_class_cosine
 from dire.nets.models import embed_images
 from dire.synthesis import DiReConfig, SRe2L, SynthesisConfig, plan_units, synthesize
 from dire.synthesis import base as synthesis_base
 from dire.synthesis.base import Context
-from dire.data import from_uint8
 
 
 def test_plan_units_layouts():
@@ -26,11 +25,14 @@ def test_plan_units_layouts():
     assert len(pairs) == 250 == sum(len(u.classes) * len(u.slots) for u in release)
 
 
-@pytest.mark.parametrize("bad,match", [
-    (dict(ipc=0), "ipc and ipc_per_unit must be >= 1"),
-    (dict(classes_per_unit=11), "classes_per_unit must be in 1..10"),
-    (dict(init="zeros"), "init must be 'noise' or 'real'"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (dict(ipc=0), "ipc and ipc_per_unit must be >= 1"),
+        (dict(classes_per_unit=11), "classes_per_unit must be in 1..10"),
+        (dict(init="zeros"), "init must be 'noise' or 'real'"),
+    ],
+)
 def test_config_errors(bad, match):
     with pytest.raises(ValueError, match=match):
         SynthesisConfig(**bad).validate(10)
@@ -58,8 +60,9 @@ def test_resume_skips_finished_units_and_reproduces_the_rest(digits, tmp_path, m
 
 def test_images_stay_in_valid_range_and_real_init_starts_from_real_images(digits, tmp_path):
     teacher, train, _ = digits
-    out = synthesize(SRe2L(), _ctx(digits, ipc=2, iterations=1, init="real", ipc_per_unit=2), out_dir=tmp_path,
-                     progress=False)
+    out = synthesize(
+        SRe2L(), _ctx(digits, ipc=2, iterations=1, init="real", ipc_per_unit=2), out_dir=tmp_path, progress=False
+    )
     assert out["images"].dtype == torch.uint8 and out["images"].shape == (20, 1, 8, 8)
     assert torch.bincount(out["labels"]).tolist() == [2] * 10
     # one tiny Adam step from real images: still close to real images of the right class
@@ -80,8 +83,9 @@ def test_sre2l_with_and_without_dire_on_digits(digits, tmp_path):
     teacher, train, _ = digits
     cfg = dict(ipc=5, iterations=60, ipc_per_unit=5, lr=0.25, seed=0)
     base = synthesize(SRe2L(), _ctx(digits, **cfg), out_dir=tmp_path / "base", progress=False)
-    reg = synthesize(SRe2L(), _ctx(digits, **cfg), out_dir=tmp_path / "dire", dire=DiReConfig(enabled=True),
-                     progress=False)
+    reg = synthesize(
+        SRe2L(), _ctx(digits, **cfg), out_dir=tmp_path / "dire", dire=DiReConfig(enabled=True), progress=False
+    )
     cos = {}
     for name, out in (("base", base), ("dire", reg)):
         x = from_uint8(out["images"], train.info)
@@ -106,9 +110,10 @@ class _Toy(synthesis_base.Method):
         def bank():
             self.bank_calls += 1
             from dire.regularizer import RealBank
+
             return RealBank.from_dict({c: torch.randn(4, images[0].numel(), generator=generator) for c in unit.classes})
 
-        return synthesis_base.Step((images ** 2).mean(), images.flatten(1), bank=bank)
+        return synthesis_base.Step((images**2).mean(), images.flatten(1), bank=bank)
 
     def extras(self, ctx, unit, params):
         return {"scale": params[1] * (unit.chunk + 1)}
@@ -116,8 +121,12 @@ class _Toy(synthesis_base.Method):
 
 def test_teacher_free_method_with_its_own_bank_and_extras(tmp_path):
     train = load_dataset("digits")
-    ctx = Context(teacher=None, dataset=train, config=SynthesisConfig(ipc=2, iterations=3, ipc_per_unit=1),
-                  device=torch.device("cpu"))
+    ctx = Context(
+        teacher=None,
+        dataset=train,
+        config=SynthesisConfig(ipc=2, iterations=3, ipc_per_unit=1),
+        device=torch.device("cpu"),
+    )
     assert ctx.teachers == [] and ctx.bank is None
     toy = _Toy()
     out = synthesize(toy, ctx, out_dir=tmp_path / "on", dire=DiReConfig(enabled=True), progress=False)

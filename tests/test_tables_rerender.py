@@ -36,20 +36,22 @@ def read_rows(path: Path) -> list[dict]:
                     continue
                 if key.endswith("_mean") and key[:-5] + "_std" in record:
                     name = key[:-5]
-                    row[name] = {"mean": float(text), "std": float(record[name + "_std"]),
-                                 "n": int(record["seeds"])}
+                    row[name] = {"mean": float(text), "std": float(record[name + "_std"]), "n": int(record["seeds"])}
                 else:
                     row[key] = _value(text) if key not in ("variant", "point") else text
             rows.append(row)
     return rows
 
 
-@pytest.mark.parametrize("name,render", [
-    ("01_main_results", to_markdown),
-    ("02_ablation", ablation_markdown),
-    ("03_cross_architecture", cross_architecture_markdown),
-    ("06_weight_sweep", sweep_markdown),
-])
+@pytest.mark.parametrize(
+    "name,render",
+    [
+        ("01_main_results", to_markdown),
+        ("02_ablation", ablation_markdown),
+        ("03_cross_architecture", cross_architecture_markdown),
+        ("06_weight_sweep", sweep_markdown),
+    ],
+)
 def test_quick_table_rerenders_byte_identical(name, render):
     csv_path, md_path = QUICK / f"{name}.csv", QUICK / f"{name}.md"
     if not csv_path.exists():

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from dire.data.augment import mixup, random_flip, random_resized_crop, random_roll
 from dire.data import load_dataset
+from dire.data.augment import mixup, random_flip, random_resized_crop, random_roll
 from dire.evaluation.common import summarize
 from dire.evaluation.soft import evaluate_synthetic
 from dire.nets.train import Recipe, get_recipe, kd_loss, lr_at
@@ -15,7 +15,9 @@ from dire.nets.train import Recipe, get_recipe, kd_loss, lr_at
 def test_cosine_schedule_with_warmup():
     r = Recipe(epochs=10, lr=0.2, warmup_epochs=2)
     assert lr_at(r, 0) == pytest.approx(0.0, abs=1e-6) and lr_at(r, 1) == pytest.approx(0.1)
-    assert lr_at(r, 2) == pytest.approx(0.2) and lr_at(r, 6) == pytest.approx(0.1) and lr_at(r, 10) == pytest.approx(0.0)
+    assert (
+        lr_at(r, 2) == pytest.approx(0.2) and lr_at(r, 6) == pytest.approx(0.1) and lr_at(r, 10) == pytest.approx(0.0)
+    )
 
 
 def test_kd_loss_against_float64_formula():
@@ -51,7 +53,9 @@ def test_recipes():
         get_recipe("x", student=True)
     with pytest.raises(ValueError, match="optimizer must be"):
         get_recipe("cpu", student=True, optimizer="lamb")
-    with pytest.raises(ValueError, match=r"unknown recipe setting\(s\) \['learning_rate'\].*fields of dire.nets.train.Recipe"):
+    with pytest.raises(
+        ValueError, match=r"unknown recipe setting\(s\) \['learning_rate'\].*fields of dire.nets.train.Recipe"
+    ):
         get_recipe("cpu", student=True, learning_rate=1e-3)
 
 
@@ -61,12 +65,14 @@ def test_teacher_and_student_learn_digits(digits_teacher, runs_root):
     train, test = load_dataset("digits"), load_dataset("digits", split="test")
     idx = torch.cat([train.class_indices(c)[:5] for c in range(10)])
     subset = {"images": (train.pixels[idx] * 255).round().to(torch.uint8), "labels": train.targets[idx]}
-    out = evaluate_synthetic(subset, teacher=teacher, test_set=test, seeds=(0, 1),
-                             cache_key={"what": "real5"}, runs_root=runs_root)
+    out = evaluate_synthetic(
+        subset, teacher=teacher, test_set=test, seeds=(0, 1), cache_key={"what": "real5"}, runs_root=runs_root
+    )
     assert out["final"]["n"] == 2 and out["best"]["mean"] >= out["final"]["mean"]
     assert out["final"]["mean"] > 50  # 5 real images per class + teacher soft labels; chance is 10%
-    again = evaluate_synthetic(subset, teacher=teacher, test_set=test, seeds=(0, 1),
-                               cache_key={"what": "real5"}, runs_root=runs_root)
+    again = evaluate_synthetic(
+        subset, teacher=teacher, test_set=test, seeds=(0, 1), cache_key={"what": "real5"}, runs_root=runs_root
+    )
     assert again == out  # cached per seed
 
 

@@ -33,8 +33,13 @@ def random_flip(x: torch.Tensor, generator: torch.Generator, *, per_sample: bool
     return x.flip(3) if float(torch.rand((), generator=generator)) < 0.5 else x
 
 
-def random_resized_crop(x: torch.Tensor, generator: torch.Generator, *, scale: tuple[float, float] = (0.08, 1.0),
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+def random_resized_crop(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> torch.Tensor:
     """One RandomResizedCrop for the whole batch (as torchvision applies it to a batched tensor), resized back
     to the input size with bilinear interpolation; differentiable in ``x``."""
     _, _, h, w = x.shape

@@ -20,9 +20,9 @@ import dataclasses
 import gzip
 import pickle
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -106,18 +106,10 @@ DATASETS: dict[str, DatasetInfo] = {
     # pixels = sklearn values / 16; tests/test_data.py recomputes them.
     "digits": DatasetInfo("digits", 10, 8, 1, (0.3054,), (0.3761,)),
     "fashion-mnist": DatasetInfo("fashion-mnist", 10, 28, 1, (0.2861,), (0.3530,)),
-    "cifar10": DatasetInfo(
-        "cifar10", 10, 32, 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-    ),
-    "cifar100": DatasetInfo(
-        "cifar100", 100, 32, 3, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-    ),
-    "tiny-imagenet": DatasetInfo(
-        "tiny-imagenet", 200, 64, 3, (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)
-    ),
-    "imagenet": DatasetInfo(
-        "imagenet", 1000, 224, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    ),
+    "cifar10": DatasetInfo("cifar10", 10, 32, 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": DatasetInfo("cifar100", 100, 32, 3, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "tiny-imagenet": DatasetInfo("tiny-imagenet", 200, 64, 3, (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)),
+    "imagenet": DatasetInfo("imagenet", 1000, 224, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
 FASHION_CLASSES = (
@@ -222,9 +214,7 @@ class ImageDataset(torch.utils.data.Dataset):
             return torch.empty(0, self.info.channels, size, size)
         return self.info.normalize(torch.stack([self._pixels(int(i)) for i in idx]))
 
-    def class_images(
-        self, c: int, *, limit: int | None = None, generator: torch.Generator | None = None
-    ) -> Tensor:
+    def class_images(self, c: int, *, limit: int | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Normalized images of class ``c``, stacked ``[k, C, H, W]``.
 
         ``limit=None`` returns all of them in dataset order. With ``limit`` and no
@@ -250,15 +240,11 @@ class TensorImageDataset(ImageDataset):
 
     pixels: Tensor
 
-    def __init__(
-        self, info: DatasetInfo, pixels: Tensor, targets: Tensor, classes: Sequence[str]
-    ) -> None:
+    def __init__(self, info: DatasetInfo, pixels: Tensor, targets: Tensor, classes: Sequence[str]) -> None:
         super().__init__(info, targets, classes)
         size = info.image_size
         if tuple(pixels.shape[1:]) != (info.channels, size, size):
-            raise ValueError(
-                f"pixels must be [N, {info.channels}, {size}, {size}], got {tuple(pixels.shape)}"
-            )
+            raise ValueError(f"pixels must be [N, {info.channels}, {size}, {size}], got {tuple(pixels.shape)}")
         if pixels.shape[0] != len(self):
             raise ValueError(f"{pixels.shape[0]} images but {len(self)} labels")
         if pixels.dtype != torch.uint8 and not pixels.is_floating_point():
@@ -339,14 +325,18 @@ def validation_split(dataset: ImageDataset, per_class: int, *, seed: int = 0) ->
     for c in range(dataset.info.num_classes):
         idx = dataset.class_indices(c)
         if len(idx) <= per_class:
-            raise ValueError(f"class {c} of {dataset.info.name} has {len(idx)} training images; holding out "
-                             f"{per_class} would leave none. Use a smaller validation per_class")
+            raise ValueError(
+                f"class {c} of {dataset.info.name} has {len(idx)} training images; holding out "
+                f"{per_class} would leave none. Use a smaller validation per_class"
+            )
         gen = torch.Generator().manual_seed(seed * 1_000_003 + c)
         held.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
     mask = torch.zeros(len(dataset), dtype=torch.bool)
     mask[torch.cat(held)] = True
-    return (SubsetImageDataset(dataset, torch.nonzero(~mask).flatten()),
-            SubsetImageDataset(dataset, torch.nonzero(mask).flatten()))
+    return (
+        SubsetImageDataset(dataset, torch.nonzero(~mask).flatten()),
+        SubsetImageDataset(dataset, torch.nonzero(mask).flatten()),
+    )
 
 
 # --------------------------------------------------------------------------- loading

@@ -149,8 +149,14 @@ def _color(x, g, shared, p: DSAParams):
 _OPS = {"color": _color, "crop": _crop, "cutout": _cutout, "flip": _flip, "scale": _scale, "rotate": _rotate}
 
 
-def apply_group(x: torch.Tensor, group: str, *, seed: int | None = None, generator: torch.Generator | None = None,
-                params: DSAParams = DSAParams()) -> torch.Tensor:
+def apply_group(
+    x: torch.Tensor,
+    group: str,
+    *,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    params: DSAParams = DSAParams(),
+) -> torch.Tensor:
     """One named group (no random choice of group); ``seed`` / ``generator`` as in :func:`dsa`."""
     if group not in _OPS:
         raise ValueError(f"unknown DSA group {group!r}; expected one of {GROUPS}")
@@ -158,8 +164,14 @@ def apply_group(x: torch.Tensor, group: str, *, seed: int | None = None, generat
     return _OPS[group](_check(x), g, shared, params)
 
 
-def dsa(x: torch.Tensor, strategy: str = STRATEGY, *, seed: int | None = None,
-        generator: torch.Generator | None = None, params: DSAParams = DSAParams()) -> torch.Tensor:
+def dsa(
+    x: torch.Tensor,
+    strategy: str = STRATEGY,
+    *,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    params: DSAParams = DSAParams(),
+) -> torch.Tensor:
     """Augment ``x`` [N, C, H, W] with one randomly chosen group of ``strategy`` (mode 'S').
 
     Exactly one of ``seed`` (Siamese: one transform for the whole batch, reproducible from the seed) or
@@ -181,8 +193,9 @@ class DSA:
         parse_strategy(strategy)  # fail early on a bad name
         self.strategy, self.params = strategy, params
 
-    def __call__(self, x: torch.Tensor, *, seed: int | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, *, seed: int | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         return dsa(x, self.strategy, seed=seed, generator=generator, params=self.params)
 
     def __repr__(self) -> str:

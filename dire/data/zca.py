@@ -23,7 +23,7 @@ class ZCA(nn.Module):
 
     @classmethod
     @torch.no_grad()
-    def fit(cls, images: torch.Tensor, *, eps: float = 0.1) -> "ZCA":
+    def fit(cls, images: torch.Tensor, *, eps: float = 0.1) -> ZCA:
         """Fit on images [N, C, H, W] (N >= 2); float64 for the eigendecomposition."""
         if images.dim() != 4 or len(images) < 2 or eps <= 0:
             raise ValueError(f"expected images [N>=2, C, H, W] and eps > 0; got {tuple(images.shape)}, eps={eps}")
@@ -37,12 +37,16 @@ class ZCA(nn.Module):
         return cls(mean.float(), w.float(), w_inv.float(), tuple(images.shape[1:]))
 
     @classmethod
-    def from_state(cls, state: dict) -> "ZCA":
+    def from_state(cls, state: dict) -> ZCA:
         return cls(state["mean"], state["matrix"], state["inverse_matrix"], tuple(int(s) for s in state["shape"]))
 
     def state(self) -> dict:
-        return {"mean": self.mean, "matrix": self.matrix, "inverse_matrix": self.inverse_matrix,
-                "shape": torch.tensor(self.shape)}
+        return {
+            "mean": self.mean,
+            "matrix": self.matrix,
+            "inverse_matrix": self.inverse_matrix,
+            "shape": torch.tensor(self.shape),
+        }
 
     def _check(self, x: torch.Tensor) -> None:
         if tuple(x.shape[1:]) != self.shape:

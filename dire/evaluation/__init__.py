@@ -11,9 +11,10 @@ Their numbers measure different things and must not be mixed in one comparison.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -30,26 +31,85 @@ class Protocol:
     name: str
     uses_recipe: bool  # True: students follow a dire.nets.train.Recipe (and student_overrides apply)
 
-    def evaluate(self, synthetic: dict, *, test_set: ImageDataset, seeds: Sequence[int], arch: str, recipe: Any,
-                 labeller: torch.nn.Module, labeller_key: Any, zca: Any, epochs: int | None,
-                 device: str | torch.device, cache_key: dict | None, runs_root: str | Path | None) -> dict:
+    def evaluate(
+        self,
+        synthetic: dict,
+        *,
+        test_set: ImageDataset,
+        seeds: Sequence[int],
+        arch: str,
+        recipe: Any,
+        labeller: torch.nn.Module,
+        labeller_key: Any,
+        zca: Any,
+        epochs: int | None,
+        device: str | torch.device,
+        cache_key: dict | None,
+        runs_root: str | Path | None,
+    ) -> dict:
         raise NotImplementedError
 
 
 class SoftLabels(Protocol):
-    def evaluate(self, synthetic, *, test_set, seeds, arch, recipe, labeller, labeller_key, zca, epochs, device,
-                 cache_key, runs_root):
+    def evaluate(
+        self,
+        synthetic,
+        *,
+        test_set,
+        seeds,
+        arch,
+        recipe,
+        labeller,
+        labeller_key,
+        zca,
+        epochs,
+        device,
+        cache_key,
+        runs_root,
+    ):
         key = None if cache_key is None else {**cache_key, "teacher": labeller_key}
-        return evaluate_synthetic(synthetic, teacher=labeller, test_set=test_set, seeds=seeds, arch=arch,
-                                  recipe=recipe, device=device, cache_key=key, runs_root=runs_root)
+        return evaluate_synthetic(
+            synthetic,
+            teacher=labeller,
+            test_set=test_set,
+            seeds=seeds,
+            arch=arch,
+            recipe=recipe,
+            device=device,
+            cache_key=key,
+            runs_root=runs_root,
+        )
 
 
 class HardLabelsDC(Protocol):
-    def evaluate(self, synthetic, *, test_set, seeds, arch, recipe, labeller, labeller_key, zca, epochs, device,
-                 cache_key, runs_root):
+    def evaluate(
+        self,
+        synthetic,
+        *,
+        test_set,
+        seeds,
+        arch,
+        recipe,
+        labeller,
+        labeller_key,
+        zca,
+        epochs,
+        device,
+        cache_key,
+        runs_root,
+    ):
         overrides = {"epochs": epochs} if epochs else {}
-        return evaluate_dc(synthetic, test_set=test_set, seeds=seeds, arch=arch, zca=zca, device=device,
-                           cache_key=cache_key, runs_root=runs_root, **overrides)
+        return evaluate_dc(
+            synthetic,
+            test_set=test_set,
+            seeds=seeds,
+            arch=arch,
+            zca=zca,
+            device=device,
+            cache_key=cache_key,
+            runs_root=runs_root,
+            **overrides,
+        )
 
 
 PROTOCOLS: dict[str, Protocol] = {}
@@ -72,5 +132,15 @@ def get_protocol(name: str) -> Protocol:
 register_protocol(SoftLabels("soft", uses_recipe=True))
 register_protocol(HardLabelsDC("dc", uses_recipe=False))
 
-__all__ = ["PROTOCOLS", "DCProtocol", "Protocol", "check_synthetic", "evaluate_dc", "evaluate_synthetic",
-           "get_protocol", "per_seed", "register_protocol", "summarize"]
+__all__ = [
+    "PROTOCOLS",
+    "DCProtocol",
+    "Protocol",
+    "check_synthetic",
+    "evaluate_dc",
+    "evaluate_synthetic",
+    "get_protocol",
+    "per_seed",
+    "register_protocol",
+    "summarize",
+]

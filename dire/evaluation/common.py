@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -17,20 +17,31 @@ def check_synthetic(synthetic: dict, info: DatasetInfo) -> tuple[torch.Tensor, t
     """``synthetic``'s images and labels, after checking the images are [N, C, H, W] at ``info``'s shape."""
     images, labels = synthetic["images"], synthetic["labels"]
     if images.dim() != 4 or images.shape[1:] != (info.channels, info.image_size, info.image_size):
-        raise ValueError(f"expected synthetic images [N, {info.channels}, {info.image_size}, {info.image_size}]; "
-                         f"got {tuple(images.shape)}")
+        raise ValueError(
+            f"expected synthetic images [N, {info.channels}, {info.image_size}, {info.image_size}]; "
+            f"got {tuple(images.shape)}"
+        )
     return images, labels
 
 
 def summarize(values: Iterable[float]) -> dict:
     """``{"mean", "std", "n"}`` over the values that are not NaN (sample std; 0 for one value, NaN mean for none)."""
     kept = [v for v in values if not math.isnan(v)]
-    return {"mean": statistics.fmean(kept) if kept else math.nan,
-            "std": statistics.stdev(kept) if len(kept) > 1 else 0.0, "n": len(kept)}
+    return {
+        "mean": statistics.fmean(kept) if kept else math.nan,
+        "std": statistics.stdev(kept) if len(kept) > 1 else 0.0,
+        "n": len(kept),
+    }
 
 
-def per_seed(seeds: Sequence[int], train: Callable[[int], dict], *, stage: str, config: dict | None = None,
-             runs_root: str | Path | None = None) -> dict:
+def per_seed(
+    seeds: Sequence[int],
+    train: Callable[[int], dict],
+    *,
+    stage: str,
+    config: dict | None = None,
+    runs_root: str | Path | None = None,
+) -> dict:
     """``train(seed)`` for each seed, each result cached under ``run_dir(stage, {**config, "seed": seed})`` when
     ``config`` is given (a rerun resumes); returns ``{"final", "best"}`` as mean ± std and the ``runs``."""
     if not seeds:

@@ -16,22 +16,21 @@ two measure different things and their numbers must not be mixed.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from dire.data import ImageDataset
-from dire.data.dsa import STRATEGY, DSA
+from dire.data import ImageDataset, from_uint8
+from dire.data.dsa import DSA, STRATEGY
+from dire.data.zca import ZCA
 from dire.evaluation.common import check_synthetic, per_seed
 from dire.nets.models import build_model
-from dire.data import from_uint8
 from dire.nets.train import accuracy
-from dire.data.zca import ZCA
 
 
 @dataclass(frozen=True)
@@ -47,8 +46,10 @@ class DCProtocol:
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
-            raise ValueError(f"expected epochs >= 1, batch_size >= 1 and lr > 0 (or None); "
-                             f"got {self.epochs}, {self.batch_size}, {self.lr}")
+            raise ValueError(
+                f"expected epochs >= 1, batch_size >= 1 and lr > 0 (or None); "
+                f"got {self.epochs}, {self.batch_size}, {self.lr}"
+            )
 
 
 def learning_rate(synthetic: dict, protocol: DCProtocol) -> float:
@@ -68,9 +69,17 @@ def lr_at_epoch(lr: float, epoch: int, epochs: int) -> float:
     return lr * (0.1 if epoch >= epochs // 2 + 1 else 1.0)
 
 
-def train_dc(synthetic: dict, *, test_set: ImageDataset, arch: str = "convnet", seed: int = 0,
-             protocol: DCProtocol = DCProtocol(), zca: ZCA | None = None, device: str | torch.device = "cpu",
-             progress: bool = False) -> dict:
+def train_dc(
+    synthetic: dict,
+    *,
+    test_set: ImageDataset,
+    arch: str = "convnet",
+    seed: int = 0,
+    protocol: DCProtocol = DCProtocol(),
+    zca: ZCA | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> dict:
     """One network: returns ``{"final": acc, "best": acc, "history": [...], "lr": lr}`` (accuracy in %).
 
     ``zca``: the whitening the set was synthesised under (MTT with ZCA); training images and test images
@@ -94,8 +103,7 @@ def train_dc(synthetic: dict, *, test_set: ImageDataset, arch: str = "convnet", 
         tested = nn.Sequential(zca, net)
     augment = DSA(protocol.dsa_strategy) if protocol.dsa else None
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=protocol.momentum,
-                                weight_decay=protocol.weight_decay)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay)
     history = []
     for epoch in tqdm(range(protocol.epochs), desc=f"dc eval {arch} seed {seed}", unit="epoch", disable=not progress):
         for group in optimizer.param_groups:
@@ -116,10 +124,20 @@ def train_dc(synthetic: dict, *, test_set: ImageDataset, arch: str = "convnet", 
     return {"final": history[-1]["acc"], "best": max(h["acc"] for h in history), "history": history, "lr": lr}
 
 
-def evaluate_dc(synthetic: dict, *, test_set: ImageDataset, seeds: Sequence[int] = (0, 1, 2), arch: str = "convnet",
-                protocol: DCProtocol | None = None, zca: ZCA | None = None, device: str | torch.device = "cpu",
-                cache_key: dict | None = None, runs_root: str | Path | None = None, progress: bool = False,
-                **protocol_overrides) -> dict:
+def evaluate_dc(
+    synthetic: dict,
+    *,
+    test_set: ImageDataset,
+    seeds: Sequence[int] = (0, 1, 2),
+    arch: str = "convnet",
+    protocol: DCProtocol | None = None,
+    zca: ZCA | None = None,
+    device: str | torch.device = "cpu",
+    cache_key: dict | None = None,
+    runs_root: str | Path | None = None,
+    progress: bool = False,
+    **protocol_overrides,
+) -> dict:
     """Networks over ``seeds`` with the DC protocol; with ``cache_key`` each seed's result is cached under
     ``run_dir("student_dc", ...)``, so a rerun resumes. ``protocol_overrides`` replace fields of
     ``protocol`` (e.g. ``epochs=300``).
@@ -128,10 +146,32 @@ def evaluate_dc(synthetic: dict, *, test_set: ImageDataset, seeds: Sequence[int]
     """
     protocol = dataclasses.replace(protocol or DCProtocol(), **protocol_overrides)
     protocol.validate()
-    config = None if cache_key is None else {"stage": "student_dc", **cache_key, "arch": arch,
-                                             "protocol": dataclasses.asdict(protocol),
-                                             "lr": learning_rate(synthetic, protocol), "zca": zca is not None}
-    result = per_seed(seeds, lambda seed: train_dc(synthetic, test_set=test_set, arch=arch, seed=seed,
-                                                   protocol=protocol, zca=zca, device=device, progress=progress),
-                      stage="student_dc", config=config, runs_root=runs_root)
+    config = (
+        None
+        if cache_key is None
+        else {
+            "stage": "student_dc",
+            **cache_key,
+            "arch": arch,
+            "protocol": dataclasses.asdict(protocol),
+            "lr": learning_rate(synthetic, protocol),
+            "zca": zca is not None,
+        }
+    )
+    result = per_seed(
+        seeds,
+        lambda seed: train_dc(
+            synthetic,
+            test_set=test_set,
+            arch=arch,
+            seed=seed,
+            protocol=protocol,
+            zca=zca,
+            device=device,
+            progress=progress,
+        ),
+        stage="student_dc",
+        config=config,
+        runs_root=runs_root,
+    )
     return {**result, "protocol": "dc"}

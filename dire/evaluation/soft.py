@@ -12,23 +12,31 @@ mean ± std.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from dire.data import ImageDataset
-from dire.nets.models import build_model
+from dire.data import ImageDataset, from_uint8
 from dire.evaluation.common import check_synthetic, per_seed
-from dire.data import from_uint8
+from dire.nets.models import build_model
 from dire.nets.train import Recipe, accuracy, fit, get_recipe, soft_label_loss
 
 
-def train_student(synthetic: dict, *, teacher: nn.Module, test_set: ImageDataset, arch: str = "convnet",
-                  recipe: str | Recipe = "cpu", seed: int = 0, device: str | torch.device = "cpu",
-                  progress: bool = False, **recipe_overrides) -> dict:
+def train_student(
+    synthetic: dict,
+    *,
+    teacher: nn.Module,
+    test_set: ImageDataset,
+    arch: str = "convnet",
+    recipe: str | Recipe = "cpu",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    **recipe_overrides,
+) -> dict:
     """One student: returns ``{"final": acc, "best": acc, "history": [...]}`` (accuracy in %)."""
     recipe = get_recipe(recipe, student=True, **recipe_overrides)
     info = test_set.info
@@ -52,24 +60,58 @@ def train_student(synthetic: dict, *, teacher: nn.Module, test_set: ImageDataset
         return soft_label_loss(logits, soft, y, recipe)
 
     bar = tqdm(total=recipe.epochs, desc=f"student {arch} seed {seed}", unit="epoch", disable=not progress)
-    history = fit(student, batches, recipe, loss_fn=loss_fn, steps_per_epoch=-(-len(x_all) // recipe.batch_size),
-                  generator=generator, device=device, evaluate=lambda: accuracy(student, test_set, device=device),
-                  progress=lambda _e: bar.update())
+    history = fit(
+        student,
+        batches,
+        recipe,
+        loss_fn=loss_fn,
+        steps_per_epoch=-(-len(x_all) // recipe.batch_size),
+        generator=generator,
+        device=device,
+        evaluate=lambda: accuracy(student, test_set, device=device),
+        progress=lambda _e: bar.update(),
+    )
     bar.close()
     return {"final": history[-1]["acc"], "best": max(h["acc"] for h in history), "history": history}
 
 
-def evaluate_synthetic(synthetic: dict, *, teacher: nn.Module, test_set: ImageDataset, seeds: Sequence[int] = (0, 1, 2),
-                       arch: str = "convnet", recipe: str | Recipe = "cpu", device: str | torch.device = "cpu",
-                       cache_key: dict | None = None, runs_root: str | Path | None = None, progress: bool = False,
-                       **recipe_overrides) -> dict:
+def evaluate_synthetic(
+    synthetic: dict,
+    *,
+    teacher: nn.Module,
+    test_set: ImageDataset,
+    seeds: Sequence[int] = (0, 1, 2),
+    arch: str = "convnet",
+    recipe: str | Recipe = "cpu",
+    device: str | torch.device = "cpu",
+    cache_key: dict | None = None,
+    runs_root: str | Path | None = None,
+    progress: bool = False,
+    **recipe_overrides,
+) -> dict:
     """Students over ``seeds``; with ``cache_key`` each seed's result is cached, so a rerun resumes.
 
     Returns ``{"final": {mean, std, n}, "best": {mean, std, n}, "runs": [...]}``.
     """
     recipe = get_recipe(recipe, student=True, **recipe_overrides)
-    config = None if cache_key is None else {"stage": "student", **cache_key, "arch": arch,
-                                             "recipe": dataclasses.asdict(recipe)}
-    return per_seed(seeds, lambda seed: train_student(synthetic, teacher=teacher, test_set=test_set, arch=arch,
-                                                      recipe=recipe, seed=seed, device=device, progress=progress),
-                    stage="student", config=config, runs_root=runs_root)
+    config = (
+        None
+        if cache_key is None
+        else {"stage": "student", **cache_key, "arch": arch, "recipe": dataclasses.asdict(recipe)}
+    )
+    return per_seed(
+        seeds,
+        lambda seed: train_student(
+            synthetic,
+            teacher=teacher,
+            test_set=test_set,
+            arch=arch,
+            recipe=recipe,
+            seed=seed,
+            device=device,
+            progress=progress,
+        ),
+        stage="student",
+        config=config,
+        runs_root=runs_root,
+    )

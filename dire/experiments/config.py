@@ -13,9 +13,10 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from dire.runs import added_field, config_dict, field_help, setting
 from dire.synthesis import METHODS, DiReConfig, SRe2L, SynthesisConfig
@@ -48,15 +49,22 @@ class Experiment:
     student_arch: str = setting("convnet", "student trained on the synthetic set")
     student_recipe: str = setting("cpu", "student recipe (dire.nets.train.STUDENT_RECIPES)")
     student_epochs: int | None = setting(60, "overrides the recipe's epochs (None keeps them)")
-    student_overrides: dict = added_field(default_factory=dict,
-                                          help="other soft-label recipe fields, e.g. {'lr': 0.001, 'warmup_epochs': 10}")
+    student_overrides: dict = added_field(
+        default_factory=dict, help="other soft-label recipe fields, e.g. {'lr': 0.001, 'warmup_epochs': 10}"
+    )
     student_seeds: tuple[int, ...] = setting((0,), "student seeds")
     metric_arch: str | None = setting(None, "embedding network of the diversity metrics (None: the teacher)")
     protocol: str | None = setting(None, "student protocol: soft or dc (None: the method's own)")
-    experts: dict = setting(default_factory=dict, help="MTT's experts: num_experts and dire.nets.experts.ExpertConfig "
-                            "fields (empty: the published 100 experts x 50 epochs)")
-    validation_per_class: int = added_field(0, "> 0: hold out this many training images per class (never seen by "
-                                            "teachers, banks or synthesis) and score students on them")
+    experts: dict = setting(
+        default_factory=dict,
+        help="MTT's experts: num_experts and dire.nets.experts.ExpertConfig "
+        "fields (empty: the published 100 experts x 50 epochs)",
+    )
+    validation_per_class: int = added_field(
+        0,
+        "> 0: hold out this many training images per class (never seen by "
+        "teachers, banks or synthesis) and score students on them",
+    )
     validation_seed: int = added_field(0, "which images the validation split holds")
 
     @property
@@ -97,11 +105,14 @@ def with_method(exp: Experiment, method: str, overrides: dict | None = None) -> 
         elif key in experiment_fields:
             top[key] = value
         else:
-            raise ValueError(f"{method}: unknown override {key!r}; expected a setting of {method} {sorted(own)}, "
-                             f"a SynthesisConfig field {sorted(synthesis_fields)} or an Experiment field "
-                             f"{sorted(experiment_fields)}")
-    return dataclasses.replace(exp, method=method, method_kwargs=kwargs,
-                               synthesis=dataclasses.replace(exp.synthesis, **synthesis), **top)
+            raise ValueError(
+                f"{method}: unknown override {key!r}; expected a setting of {method} {sorted(own)}, "
+                f"a SynthesisConfig field {sorted(synthesis_fields)} or an Experiment field "
+                f"{sorted(experiment_fields)}"
+            )
+    return dataclasses.replace(
+        exp, method=method, method_kwargs=kwargs, synthesis=dataclasses.replace(exp.synthesis, **synthesis), **top
+    )
 
 
 # ------------------------------------------------------------------ flat names (notebooks, CLI)
@@ -111,18 +122,36 @@ def with_method(exp: Experiment, method: str, overrides: dict | None = None) -> 
 FLAT: dict[str, tuple[str, str]] = {
     "dataset": ("", "dataset"),
     "method": ("", "method"),
-    **{name: ("synthesis", name) for name in ("ipc", "seed", "iterations", "lr", "betas", "ipc_per_unit",
-                                             "classes_per_unit", "init")},
+    **{
+        name: ("synthesis", name)
+        for name in ("ipc", "seed", "iterations", "lr", "betas", "ipc_per_unit", "classes_per_unit", "init")
+    },
     "r_bn": ("method", "r_bn"),
     "jitter": ("method", "jitter"),
     "method_settings": ("", "method_kwargs"),
     "dire": ("dire", "enabled"),
     "dire_weight": ("dire", "weight"),
     **{name: ("dire", name) for name in ("r_c", "r_e", "official", "terms", "logdet_eps", "edm_coreset")},
-    **{name: ("", name) for name in ("teacher_arch", "teacher_recipe", "teacher_seed", "teacher_set",
-                                     "bank_per_class", "student_arch", "student_recipe", "student_epochs",
-                                     "student_overrides", "student_seeds", "metric_arch", "protocol", "experts",
-                                     "validation_per_class", "validation_seed")},
+    **{
+        name: ("", name)
+        for name in (
+            "teacher_arch",
+            "teacher_recipe",
+            "teacher_seed",
+            "teacher_set",
+            "bank_per_class",
+            "student_arch",
+            "student_recipe",
+            "student_epochs",
+            "student_overrides",
+            "student_seeds",
+            "metric_arch",
+            "protocol",
+            "experts",
+            "validation_per_class",
+            "validation_seed",
+        )
+    },
 }
 _PARTS = {"": Experiment, "synthesis": SynthesisConfig, "dire": DiReConfig, "method": SRe2L}
 
@@ -183,8 +212,9 @@ def load_weights(path: str | Path) -> dict[str, float]:
     """``{"weight", "r_c", "r_e"}`` from a file :func:`write_selection` wrote."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"DiRe weights file {path} not found; write it with `dire sweep --out {path}` "
-                                f"(or notebook 06_weight_sweep)")
+        raise FileNotFoundError(
+            f"DiRe weights file {path} not found; write it with `dire sweep --out {path}` (or notebook 06_weight_sweep)"
+        )
     weights = json.loads(path.read_text()).get("weights", {})
     if set(weights) != set(WEIGHT_KEYS):
         raise ValueError(f"{path}: expected 'weights' with keys {WEIGHT_KEYS}; got {sorted(weights)}")
@@ -199,8 +229,9 @@ def resolve_dire(base: DiReConfig, spec: Mapping) -> DiReConfig:
     weights = load_weights(spec.pop("weights_file")) if "weights_file" in spec else {}
     unknown = set(spec) - fields
     if unknown:
-        raise ValueError(f"unknown DiRe settings {sorted(unknown)}; expected 'weights_file' or fields of "
-                         f"DiReConfig {sorted(fields)}")
+        raise ValueError(
+            f"unknown DiRe settings {sorted(unknown)}; expected 'weights_file' or fields of DiReConfig {sorted(fields)}"
+        )
     if "terms" in spec:
         spec["terms"] = tuple(spec["terms"])
     return dataclasses.replace(base, **{"enabled": True, **weights, **spec})

@@ -16,12 +16,24 @@ from dire.experiments.config import Experiment
 from dire.synthesis import SRe2L, SynthesisConfig
 
 
-def measure_synthesis(*, dataset: str = Experiment.dataset, dire: bool, ipc_per_unit: int = SynthesisConfig.ipc_per_unit,
-                      classes_per_unit: int | None = None, iterations: int = SynthesisConfig.iterations,
-                      warmup: int = 2, teacher_arch: str = Experiment.teacher_arch,
-                      teacher_recipe: str = Experiment.teacher_recipe, bank_per_class: int = Experiment.bank_per_class,
-                      r_bn: float = SRe2L.r_bn, lr: float = SynthesisConfig.lr, device: str = "cpu",
-                      data_root: str = "data", runs_root: str = "runs", download: bool = False) -> dict:
+def measure_synthesis(
+    *,
+    dataset: str = Experiment.dataset,
+    dire: bool,
+    ipc_per_unit: int = SynthesisConfig.ipc_per_unit,
+    classes_per_unit: int | None = None,
+    iterations: int = SynthesisConfig.iterations,
+    warmup: int = 2,
+    teacher_arch: str = Experiment.teacher_arch,
+    teacher_recipe: str = Experiment.teacher_recipe,
+    bank_per_class: int = Experiment.bank_per_class,
+    r_bn: float = SRe2L.r_bn,
+    lr: float = SynthesisConfig.lr,
+    device: str = "cpu",
+    data_root: str = "data",
+    runs_root: str = "runs",
+    download: bool = False,
+) -> dict:
     """Time ``iterations`` optimisation steps of one synthesis unit (after ``warmup`` steps).
 
     The step is the shared loop's own (``run_unit``: loss, DiRe, Adam step, clamp, LR
@@ -31,20 +43,29 @@ def measure_synthesis(*, dataset: str = Experiment.dataset, dire: bool, ipc_per_
     this process's peak RSS on the CPU). The teacher and bank come from the cache
     (trained if missing, before timing starts).
     """
-    from dire.nets.bank import cached_bank
     from dire.data import load_dataset
     from dire.experiments.profiling import peak_memory, timed
+    from dire.nets.bank import cached_bank
+    from dire.nets.teacher import get_teacher
     from dire.synthesis import DiReConfig
     from dire.synthesis.base import Context, plan_units, run_unit
-    from dire.nets.teacher import get_teacher
 
     dev = torch.device(device)
     train = load_dataset(dataset, root=data_root, download=download)
-    teacher, rec = get_teacher(dataset, teacher_arch, recipe=teacher_recipe, data_root=data_root, runs_root=runs_root,
-                               device=dev, progress=False, download=download)
+    teacher, rec = get_teacher(
+        dataset,
+        teacher_arch,
+        recipe=teacher_recipe,
+        data_root=data_root,
+        runs_root=runs_root,
+        device=dev,
+        progress=False,
+        download=download,
+    )
     bank, _ = cached_bank(teacher, rec, train, per_class=bank_per_class, device=dev, runs_root=runs_root)
-    config = SynthesisConfig(ipc=ipc_per_unit, iterations=iterations, lr=lr, ipc_per_unit=ipc_per_unit,
-                             classes_per_unit=classes_per_unit)
+    config = SynthesisConfig(
+        ipc=ipc_per_unit, iterations=iterations, lr=lr, ipc_per_unit=ipc_per_unit, classes_per_unit=classes_per_unit
+    )
     ctx = Context(teacher=teacher.eval().requires_grad_(False), dataset=train, config=config, device=dev, bank=bank)
     unit = plan_units(config, train.info.num_classes)[0]
     method, reg = SRe2L(r_bn=r_bn), DiReConfig(enabled=dire).module()
@@ -72,7 +93,16 @@ def measure_synthesis(*, dataset: str = Experiment.dataset, dire: bool, ipc_per_
         peaks = {"peak_cuda_allocated_bytes": memory.allocated_bytes, "peak_cuda_reserved_bytes": memory.reserved_bytes}
     else:
         peaks = {"peak_rss_bytes": memory.peak_rss_bytes}
-    return {"dataset": dataset, "dire": dire, "images_per_step": images, "iterations": iterations,
-            "step_s": per_step, "step_s_per_image": per_step / images, "dire_term_s": dire_step,
-            "dire_share": dire_step / per_step if per_step else 0.0, "device": str(dev), "measured_at": time.time(),
-            **peaks}
+    return {
+        "dataset": dataset,
+        "dire": dire,
+        "images_per_step": images,
+        "iterations": iterations,
+        "step_s": per_step,
+        "step_s_per_image": per_step / images,
+        "dire_term_s": dire_step,
+        "dire_share": dire_step / per_step if per_step else 0.0,
+        "device": str(dev),
+        "measured_at": time.time(),
+        **peaks,
+    }

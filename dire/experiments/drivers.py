@@ -9,14 +9,22 @@ the spread covers both the synthetic set and the student's training.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from dire.evaluation import summarize
 from dire.experiments.config import Experiment, resolve_dire, with_method
 from dire.experiments.pipeline import run_experiment
 
-METRICS = ("acc_final", "acc_best", "vendi", "coverage", "intra_class_cosine", "precision", "density",
-           "synthesis_s_per_image")
+METRICS = (
+    "acc_final",
+    "acc_best",
+    "vendi",
+    "coverage",
+    "intra_class_cosine",
+    "precision",
+    "density",
+    "synthesis_s_per_image",
+)
 
 
 def with_seed(exp: Experiment, seed: int) -> Experiment:
@@ -28,47 +36,85 @@ def run_seeds(exp: Experiment, seeds: Sequence[int], **run_kwargs) -> dict:
     runs = []
     for seed in seeds:
         result = run_experiment(with_seed(exp, seed), **run_kwargs)
-        runs.append({"seed": seed, "teacher_acc": result["teacher_acc"],
-                     "acc_final": result["accuracy"]["final"]["mean"], "acc_best": result["accuracy"]["best"]["mean"],
-                     **{k: result["diversity"][k] for k in METRICS if k in result["diversity"]},
-                     "synthesis_s_per_image": result["timing"]["synthesis_s_per_image"],
-                     "metric_network": result["metric_network"], "protocol": result["protocol"],
-                     "teachers": result["teachers"]})
-    summary = {"runs": runs, "teacher_acc": runs[0]["teacher_acc"], "metric_network": runs[0]["metric_network"],
-               "protocol": runs[0]["protocol"], "teachers": runs[0]["teachers"]}
+        runs.append(
+            {
+                "seed": seed,
+                "teacher_acc": result["teacher_acc"],
+                "acc_final": result["accuracy"]["final"]["mean"],
+                "acc_best": result["accuracy"]["best"]["mean"],
+                **{k: result["diversity"][k] for k in METRICS if k in result["diversity"]},
+                "synthesis_s_per_image": result["timing"]["synthesis_s_per_image"],
+                "metric_network": result["metric_network"],
+                "protocol": result["protocol"],
+                "teachers": result["teachers"],
+            }
+        )
+    summary = {
+        "runs": runs,
+        "teacher_acc": runs[0]["teacher_acc"],
+        "metric_network": runs[0]["metric_network"],
+        "protocol": runs[0]["protocol"],
+        "teachers": runs[0]["teachers"],
+    }
     for key in METRICS:
         summary[key] = summarize(r[key] for r in runs if key in r)
     return summary
 
 
-def compare(base: Experiment, *, seeds: Sequence[int] = (0, 1, 2), methods: Sequence[str] | None = None,
-            overrides: dict[str, dict] | None = None, variants: dict[str, dict] | None = None,
-            log: Callable[[str], None] = print, **run_kwargs) -> list[dict]:
+def compare(
+    base: Experiment,
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    methods: Sequence[str] | None = None,
+    overrides: dict[str, dict] | None = None,
+    variants: dict[str, dict] | None = None,
+    log: Callable[[str], None] = print,
+    **run_kwargs,
+) -> list[dict]:
     """Rows of method × {baseline, + DiRe, + DiRe (variant) ...} for ``base`` (its ``dire`` settings give the
-    + DiRe row); ``overrides[method]`` holds that method's own settings (see :func:`dire.experiments.pipeline.with_method`).
+    + DiRe row); ``overrides[method]`` holds that method's own settings (see
+    :func:`dire.experiments.config.with_method`).
 
     ``variants`` adds rows named ``+ DiRe (<name>)``: each maps to DiRe settings for
-    :func:`dire.experiments.sweep.resolve_dire` (e.g. ``{"weights_file": ...}`` or ``{"terms": ["logdet", "cdm", "edm"]}``)
+    :func:`dire.experiments.config.resolve_dire` (e.g. ``{"weights_file": ...}`` or
+    ``{"terms": ["logdet", "cdm", "edm"]}``)
     plus an optional ``methods`` list restricting which methods get the row.
     """
     variants = dict(variants or {})
     for name, spec in variants.items():
         unknown = [m for m in spec.get("methods", []) if m not in (methods or [base.method])]
         if unknown:
-            raise ValueError(f"DiRe variant {name!r} names methods {unknown} that are not compared; "
-                             f"expected some of {list(methods or [base.method])}")
+            raise ValueError(
+                f"DiRe variant {name!r} names methods {unknown} that are not compared; "
+                f"expected some of {list(methods or [base.method])}"
+            )
     rows = []
     for method in methods or [base.method]:
-        settings = [("", dataclasses.replace(base.dire, enabled=False)), ("", dataclasses.replace(base.dire, enabled=True))]
-        settings += [(name, resolve_dire(base.dire, {k: v for k, v in spec.items() if k != "methods"}))
-                     for name, spec in variants.items() if method in spec.get("methods", [method])]
+        settings = [
+            ("", dataclasses.replace(base.dire, enabled=False)),
+            ("", dataclasses.replace(base.dire, enabled=True)),
+        ]
+        settings += [
+            (name, resolve_dire(base.dire, {k: v for k, v in spec.items() if k != "methods"}))
+            for name, spec in variants.items()
+            if method in spec.get("methods", [method])
+        ]
         for variant, dire in settings:
             exp = dataclasses.replace(with_method(base, method, (overrides or {}).get(method)), dire=dire)
             label = row_name({"method": method, "dire": dire.enabled, "variant": variant})
             log(f"== {label}: {base.dataset}, IPC {base.synthesis.ipc}, seeds {list(seeds)}")
             summary = run_seeds(exp, seeds, **run_kwargs)
-            rows.append({"method": method, "dire": dire.enabled, "variant": variant, "dataset": base.dataset,
-                         "ipc": base.synthesis.ipc, "seeds": len(seeds), **summary})
+            rows.append(
+                {
+                    "method": method,
+                    "dire": dire.enabled,
+                    "variant": variant,
+                    "dataset": base.dataset,
+                    "ipc": base.synthesis.ipc,
+                    "seeds": len(seeds),
+                    **summary,
+                }
+            )
     return rows
 
 
@@ -81,15 +127,28 @@ def row_name(row: dict) -> str:
 # ------------------------------------------------------------------ ablation and cross-architecture
 
 ABLATION = {  # variant name -> DiRe terms (None = DiRe off)
-    "none": None, "CD": ("cd",), "CDM": ("cdm",), "EDM": ("edm",), "CD+CDM": ("cd", "cdm"),
-    "CD+EDM": ("cd", "edm"), "CDM+EDM": ("cdm", "edm"), "all": ("cd", "cdm", "edm"),
+    "none": None,
+    "CD": ("cd",),
+    "CDM": ("cdm",),
+    "EDM": ("edm",),
+    "CD+CDM": ("cd", "cdm"),
+    "CD+EDM": ("cd", "edm"),
+    "CDM+EDM": ("cdm", "edm"),
+    "all": ("cd", "cdm", "edm"),
     # beyond the paper: the log-det (DPP) term alone and in CD's place
-    "LD": ("logdet",), "LD+CDM+EDM": ("logdet", "cdm", "edm"),
+    "LD": ("logdet",),
+    "LD+CDM+EDM": ("logdet", "cdm", "edm"),
 }
 
 
-def ablation(base: Experiment, *, seeds: Sequence[int] = (0, 1, 2), variants: Sequence[str] = tuple(ABLATION),
-             log: Callable[[str], None] = print, **run_kwargs) -> list[dict]:
+def ablation(
+    base: Experiment,
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    variants: Sequence[str] = tuple(ABLATION),
+    log: Callable[[str], None] = print,
+    **run_kwargs,
+) -> list[dict]:
     """One row per DiRe term combination, with raw metrics and min-max normalised ones (paper's ablation)."""
     unknown = [v for v in variants if v not in ABLATION]
     if unknown:
@@ -99,9 +158,17 @@ def ablation(base: Experiment, *, seeds: Sequence[int] = (0, 1, 2), variants: Se
         terms = ABLATION[variant]
         dire = dataclasses.replace(base.dire, enabled=terms is not None, terms=terms or base.dire.terms)
         log(f"== ablation {variant}: {base.dataset}, IPC {base.synthesis.ipc}, seeds {list(seeds)}")
-        rows.append({"variant": variant, "method": base.method, "dire": terms is not None, "dataset": base.dataset,
-                     "ipc": base.synthesis.ipc, "seeds": len(seeds),
-                     **run_seeds(dataclasses.replace(base, dire=dire), seeds, **run_kwargs)})
+        rows.append(
+            {
+                "variant": variant,
+                "method": base.method,
+                "dire": terms is not None,
+                "dataset": base.dataset,
+                "ipc": base.synthesis.ipc,
+                "seeds": len(seeds),
+                **run_seeds(dataclasses.replace(base, dire=dire), seeds, **run_kwargs),
+            }
+        )
     for key in ("acc_final", "vendi", "coverage", "intra_class_cosine"):
         values = [r[key]["mean"] for r in rows]
         lo, hi = min(values), max(values)
@@ -110,9 +177,15 @@ def ablation(base: Experiment, *, seeds: Sequence[int] = (0, 1, 2), variants: Se
     return rows
 
 
-def cross_architecture(base: Experiment, *, students: Sequence[str], seeds: Sequence[int] = (0, 1, 2),
-                       student_overrides: dict[str, dict] | None = None, log: Callable[[str], None] = print,
-                       **run_kwargs) -> list[dict]:
+def cross_architecture(
+    base: Experiment,
+    *,
+    students: Sequence[str],
+    seeds: Sequence[int] = (0, 1, 2),
+    student_overrides: dict[str, dict] | None = None,
+    log: Callable[[str], None] = print,
+    **run_kwargs,
+) -> list[dict]:
     """Synthesise once with ``base``'s teacher (± DiRe), evaluate students of each architecture.
 
     ``student_overrides[arch]`` holds that student's recipe settings on top of ``base.student_overrides``
@@ -123,10 +196,23 @@ def cross_architecture(base: Experiment, *, students: Sequence[str], seeds: Sequ
     rows = []
     for enabled in (False, True):
         for arch in students:
-            exp = dataclasses.replace(base, student_arch=arch, dire=dataclasses.replace(base.dire, enabled=enabled),
-                                      student_overrides={**base.student_overrides, **student_overrides.get(arch, {})})
+            exp = dataclasses.replace(
+                base,
+                student_arch=arch,
+                dire=dataclasses.replace(base.dire, enabled=enabled),
+                student_overrides={**base.student_overrides, **student_overrides.get(arch, {})},
+            )
             log(f"== {row_name({'method': base.method, 'dire': enabled})} → student {arch}")
-            rows.append({"method": base.method, "dire": enabled, "student": arch, "teacher": base.teacher_arch,
-                         "dataset": base.dataset, "ipc": base.synthesis.ipc, "seeds": len(seeds),
-                         **run_seeds(exp, seeds, **run_kwargs)})
+            rows.append(
+                {
+                    "method": base.method,
+                    "dire": enabled,
+                    "student": arch,
+                    "teacher": base.teacher_arch,
+                    "dataset": base.dataset,
+                    "ipc": base.synthesis.ipc,
+                    "seeds": len(seeds),
+                    **run_seeds(exp, seeds, **run_kwargs),
+                }
+            )
     return rows

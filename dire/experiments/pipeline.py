@@ -7,7 +7,6 @@ of the same experiment loads what exists and resumes what was interrupted.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,8 +26,9 @@ from dire.synthesis.base import Context
 from dire.synthesis.mtt import MTT_SETTINGS
 
 
-def prepare_experts(exp: Experiment, train_set, test_set, *, limit: int | None = None, device, runs_root,
-                    progress) -> Experts:
+def prepare_experts(
+    exp: Experiment, train_set, test_set, *, limit: int | None = None, device, runs_root, progress
+) -> Experts:
     """Expert trajectories for ``exp`` (trained once, cached): the dataset's published model and ZCA (MTT's
     settings table), then ``exp.experts`` (``num_experts`` and any :class:`~dire.nets.experts.ExpertConfig` field).
     The first ``limit`` (default ``num_experts``) finished experts of the folder are used."""
@@ -36,28 +36,59 @@ def prepare_experts(exp: Experiment, train_set, test_set, *, limit: int | None =
     settings = {k: row[k] for k in ("model", "zca") if k in row}
     settings.update({k: v for k, v in exp.experts.items() if k != "num_experts"})
     count = exp.experts.get("num_experts", 100)
-    folder = train_experts(train_set, num_experts=count, config=ExpertConfig(**settings), seed=exp.teacher_seed,
-                           test_set=test_set, runs_root=runs_root, device=device, progress=progress)
+    folder = train_experts(
+        train_set,
+        num_experts=count,
+        config=ExpertConfig(**settings),
+        seed=exp.teacher_seed,
+        test_set=test_set,
+        runs_root=runs_root,
+        device=device,
+        progress=progress,
+    )
     return Experts(folder, limit=limit or count)
 
 
-def metric_network(exp: Experiment, *, teacher: torch.nn.Module, teacher_record: dict,
-                   device: str | torch.device = "cpu", data_root: str | Path = "data",
-                   runs_root: str | Path | None = None, progress: bool = False,
-                   download: bool = False) -> tuple[torch.nn.Module, dict, str]:
+def metric_network(
+    exp: Experiment,
+    *,
+    teacher: torch.nn.Module,
+    teacher_record: dict,
+    device: str | torch.device = "cpu",
+    data_root: str | Path = "data",
+    runs_root: str | Path | None = None,
+    progress: bool = False,
+    download: bool = False,
+) -> tuple[torch.nn.Module, dict, str]:
     """The one embedding network the diversity metrics use, its record and its name: the teacher, or
     (``exp.metric_arch``) an independent evaluator trained with the teacher's recipe and seed + 1."""
     if exp.metric_arch is None:
         return teacher, teacher_record, f"teacher {exp.teacher_arch}"
-    net, record = get_teacher(exp.dataset, exp.metric_arch, recipe=exp.teacher_recipe, seed=exp.teacher_seed + 1,
-                              data_root=data_root, runs_root=runs_root, device=device, progress=progress,
-                              download=download, holdout=exp.holdout)
+    net, record = get_teacher(
+        exp.dataset,
+        exp.metric_arch,
+        recipe=exp.teacher_recipe,
+        seed=exp.teacher_seed + 1,
+        data_root=data_root,
+        runs_root=runs_root,
+        device=device,
+        progress=progress,
+        download=download,
+        holdout=exp.holdout,
+    )
     return net, record, f"evaluator {exp.metric_arch}"
 
 
-def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_root: str | Path = "data",
-                   runs_root: str | Path | None = None, progress: bool = True, download: bool = False,
-                   log=print) -> dict:
+def run_experiment(
+    exp: Experiment,
+    *,
+    device: str | torch.device = "cpu",
+    data_root: str | Path = "data",
+    runs_root: str | Path | None = None,
+    progress: bool = True,
+    download: bool = False,
+    log=print,
+) -> dict:
     """Run (or resume) ``exp`` and return ``{"config", "teacher_acc", "accuracy", "diversity", "timing", "dirs"}``.
 
     ``accuracy`` is on the test split, or on the validation split when ``exp.validation_per_class > 0``
@@ -70,82 +101,162 @@ def run_experiment(exp: Experiment, *, device: str | torch.device = "cpu", data_
     method = build_method(exp.method, **{**defaults, **exp.method_kwargs})
     protocol = get_protocol(exp.protocol or method.protocol)
     if not protocol.uses_recipe and exp.student_overrides:
-        raise ValueError(f"student_overrides {exp.student_overrides} set the soft-label recipe, but {exp.method} "
-                         f"is evaluated with the {protocol.name!r} protocol, which takes no recipe; drop them or "
-                         "use protocol='soft'")
+        raise ValueError(
+            f"student_overrides {exp.student_overrides} set the soft-label recipe, but {exp.method} "
+            f"is evaluated with the {protocol.name!r} protocol, which takes no recipe; drop them or "
+            "use protocol='soft'"
+        )
     archs = teacher_archs(exp, method)
     student = method.student_settings(len(archs))
     epochs = {"epochs": exp.student_epochs} if exp.student_epochs else {}  # for either protocol
-    recipe = get_recipe(exp.student_recipe, student=True, **{**epochs, **exp.student_overrides,
-                                                            **({"loss": student["loss"]} if "loss" in student else {})})
+    recipe = get_recipe(
+        exp.student_recipe,
+        student=True,
+        **{**epochs, **exp.student_overrides, **({"loss": student["loss"]} if "loss" in student else {})},
+    )
     if "epoch_scale" in student:  # e.g. UFC: (M + 1)x more images, so 1 / (M + 1) of the epochs
         recipe = dataclasses.replace(recipe, epochs=max(1, round(recipe.epochs * student["epoch_scale"])))
 
     # test_set: what students are scored on (the validation split when holding one out)
     train_set, test_set = training_split(exp.dataset, holdout=exp.holdout, data_root=data_root, download=download)
     info = train_set.info
-    eval_split = "test" if exp.holdout is None else f"validation ({exp.validation_per_class}/class, seed {exp.validation_seed})"
+    eval_split = (
+        "test" if exp.holdout is None else f"validation ({exp.validation_per_class}/class, seed {exp.validation_seed})"
+    )
 
-    teacher, trec = get_teacher(exp.dataset, exp.teacher_arch, recipe=exp.teacher_recipe, seed=exp.teacher_seed,
-                                data_root=data_root, runs_root=runs_root, device=device, progress=progress,
-                                holdout=exp.holdout)
+    teacher, trec = get_teacher(
+        exp.dataset,
+        exp.teacher_arch,
+        recipe=exp.teacher_recipe,
+        seed=exp.teacher_seed,
+        data_root=data_root,
+        runs_root=runs_root,
+        device=device,
+        progress=progress,
+        holdout=exp.holdout,
+    )
     log(f"teacher {exp.teacher_arch} ({exp.teacher_recipe}): test accuracy {trec['test_acc']:.2f}%")
     teacher_key = config_hash(trec["config"])
 
-    bank, bank_dir = cached_bank(teacher, trec, train_set, per_class=exp.bank_per_class, device=device,
-                                 runs_root=runs_root, progress=progress)
+    bank, bank_dir = cached_bank(
+        teacher, trec, train_set, per_class=exp.bank_per_class, device=device, runs_root=runs_root, progress=progress
+    )
 
     experts = None
     if method.needs_experts:  # a stage the method declares (MTT): expert trajectories on the real data
-        experts = prepare_experts(exp, train_set, test_set, limit=getattr(method, "num_experts", None),
-                                  device=device, runs_root=runs_root, progress=progress)
+        experts = prepare_experts(
+            exp,
+            train_set,
+            test_set,
+            limit=getattr(method, "num_experts", None),
+            device=device,
+            runs_root=runs_root,
+            progress=progress,
+        )
     teachers, banks, keys = [teacher], [bank], [teacher_key]
     for arch in archs[1:]:
-        net, rec = get_teacher(exp.dataset, arch, recipe=exp.teacher_recipe, seed=exp.teacher_seed,
-                               data_root=data_root, runs_root=runs_root, device=device, progress=progress,
-                               holdout=exp.holdout)
+        net, rec = get_teacher(
+            exp.dataset,
+            arch,
+            recipe=exp.teacher_recipe,
+            seed=exp.teacher_seed,
+            data_root=data_root,
+            runs_root=runs_root,
+            device=device,
+            progress=progress,
+            holdout=exp.holdout,
+        )
         log(f"teacher {arch} ({exp.teacher_recipe}): test accuracy {rec['test_acc']:.2f}%")
         teachers.append(net)
-        banks.append(cached_bank(net, rec, train_set, per_class=exp.bank_per_class, device=device,
-                                 runs_root=runs_root)[0] if exp.dire.enabled else None)
+        banks.append(
+            cached_bank(net, rec, train_set, per_class=exp.bank_per_class, device=device, runs_root=runs_root)[0]
+            if exp.dire.enabled
+            else None
+        )
         keys.append(config_hash(rec["config"]))
     # keyed by the method's resolved settings, so {"r_bn": 1.0} and {"r_bn": 1.0, "jitter": 4} share a cache
-    syn_config = {"teacher": teacher_key, "bank": bank_dir.name, "method": exp.method,
-                  "method_settings": dataclasses.asdict(method), "synthesis": dataclasses.asdict(exp.synthesis),
-                  "dire": config_dict(exp.dire)}
+    syn_config = {
+        "teacher": teacher_key,
+        "bank": bank_dir.name,
+        "method": exp.method,
+        "method_settings": dataclasses.asdict(method),
+        "synthesis": dataclasses.asdict(exp.synthesis),
+        "dire": config_dict(exp.dire),
+    }
     if len(teachers) > 1:
         syn_config["teachers"] = keys
     if experts is not None:  # by content (the experts' config hash and how many are used), not by path
         syn_config["experts"] = {"key": experts.folder.name, "count": len(experts)}
     syn_dir = run_dir("synthetic", syn_config, root=runs_root)
-    ctx = Context(teacher=teacher, dataset=train_set, config=exp.synthesis, device=device, bank=bank,
-                  teachers=teachers, banks=banks, cache_dir=run_dir("precomputed", {"teachers": keys}, root=runs_root),
-                  experts=experts)
+    ctx = Context(
+        teacher=teacher,
+        dataset=train_set,
+        config=exp.synthesis,
+        device=device,
+        bank=bank,
+        teachers=teachers,
+        banks=banks,
+        cache_dir=run_dir("precomputed", {"teachers": keys}, root=runs_root),
+        experts=experts,
+    )
     synthetic = synthesize(method, ctx, out_dir=syn_dir, dire=exp.dire, progress=progress)
     n_images = len(synthetic["labels"])
-    timing = {"synthesis_s": float(synthetic["seconds"]), "synthesis_s_per_image": float(synthetic["seconds"]) / n_images}
+    timing = {
+        "synthesis_s": float(synthetic["seconds"]),
+        "synthesis_s_per_image": float(synthetic["seconds"]) / n_images,
+    }
 
     labeller = Ensemble(teachers) if student.get("ensemble") and len(teachers) > 1 else teacher
     split_key = {} if exp.holdout is None else {"eval_split": eval_split}  # absent for the test split: old keys hold
-    acc = protocol.evaluate(synthetic, test_set=test_set, seeds=exp.student_seeds, arch=exp.student_arch,
-                            recipe=recipe, labeller=labeller, labeller_key=teacher_key if labeller is teacher else keys,
-                            zca=experts.zca() if experts is not None else None, epochs=exp.student_epochs,
-                            device=device, cache_key={"synthetic": syn_dir.name, **split_key}, runs_root=runs_root)
+    acc = protocol.evaluate(
+        synthetic,
+        test_set=test_set,
+        seeds=exp.student_seeds,
+        arch=exp.student_arch,
+        recipe=recipe,
+        labeller=labeller,
+        labeller_key=teacher_key if labeller is teacher else keys,
+        zca=experts.zca() if experts is not None else None,
+        epochs=exp.student_epochs,
+        device=device,
+        cache_key={"synthetic": syn_dir.name, **split_key},
+        runs_root=runs_root,
+    )
 
-    metric_net, mrec, metric_name = metric_network(exp, teacher=teacher, teacher_record=trec, device=device,
-                                                   data_root=data_root, runs_root=runs_root, progress=progress,
-                                                   download=download)
-    metric_bank = bank if mrec is trec else cached_bank(metric_net, mrec, train_set, per_class=exp.bank_per_class,
-                                                        device=device, runs_root=runs_root)[0]
+    metric_net, mrec, metric_name = metric_network(
+        exp,
+        teacher=teacher,
+        teacher_record=trec,
+        device=device,
+        data_root=data_root,
+        runs_root=runs_root,
+        progress=progress,
+        download=download,
+    )
+    metric_bank = (
+        bank
+        if mrec is trec
+        else cached_bank(metric_net, mrec, train_set, per_class=exp.bank_per_class, device=device, runs_root=runs_root)[
+            0
+        ]
+    )
     fake = embed_images(metric_net, from_uint8(synthetic["images"], info), device=device)
     real, real_labels = bank_embeddings(metric_bank)
     diversity = diversity_metrics(fake, synthetic["labels"], real, real_labels)
 
-    result = {"config": exp.config(), "teacher_acc": trec["test_acc"], "teachers": archs,
-              "student_recipe": dataclasses.asdict(recipe) if protocol.uses_recipe else None, "protocol": protocol.name,
-              "eval_split": eval_split, "accuracy": acc, "diversity": diversity,
-              "metric_network": metric_name, "timing": timing,
-              "dirs": {"teacher": trec["dir"], "synthetic": str(syn_dir)}}
+    result = {
+        "config": exp.config(),
+        "teacher_acc": trec["test_acc"],
+        "teachers": archs,
+        "student_recipe": dataclasses.asdict(recipe) if protocol.uses_recipe else None,
+        "protocol": protocol.name,
+        "eval_split": eval_split,
+        "accuracy": acc,
+        "diversity": diversity,
+        "metric_network": metric_name,
+        "timing": timing,
+        "dirs": {"teacher": trec["dir"], "synthetic": str(syn_dir)},
+    }
     exp_dir = run_dir("experiment", {"synthetic": syn_dir.name, "config": exp.config()}, root=runs_root)
     write_json(exp_dir / "result.json", result)
     return result

@@ -26,9 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -241,7 +242,10 @@ def run_in_fresh_process(
     try:
         proc = subprocess.run(
             [sys.executable, "-c", _CHILD, out_path],
-            input=payload, capture_output=True, text=True, timeout=timeout,
+            input=payload,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if proc.returncode != 0:
             raise RuntimeError(

@@ -18,10 +18,10 @@ import dataclasses
 import itertools
 import json
 import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
-from dire.experiments.config import WEIGHT_KEYS, Experiment, resolve_dire
+from dire.experiments.config import WEIGHT_KEYS, Experiment
 from dire.experiments.drivers import run_seeds
 from dire.runs import atomic_write_text
 from dire.synthesis import DiReConfig
@@ -42,26 +42,48 @@ def grid_points(grid: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
     return [dict(zip(WEIGHT_KEYS, map(float, values))) for values in itertools.product(*axes.values())]
 
 
-def sweep(base: Experiment, *, grid: Mapping[str, Sequence[float]] = DEFAULT_GRID, seeds: Sequence[int] = (0,),
-          validation_per_class: int = 500, validation_seed: int = 0, log: Callable[[str], None] = print,
-          **run_kwargs) -> list[dict]:
+def sweep(
+    base: Experiment,
+    *,
+    grid: Mapping[str, Sequence[float]] = DEFAULT_GRID,
+    seeds: Sequence[int] = (0,),
+    validation_per_class: int = 500,
+    validation_seed: int = 0,
+    log: Callable[[str], None] = print,
+    **run_kwargs,
+) -> list[dict]:
     """One row per grid point (DiRe on with ``base.dire``'s other settings) plus a first ``baseline`` row
-    (DiRe off), each ``dire.experiments.drivers.run_seeds`` over ``seeds`` with students scored on the validation split."""
+    (DiRe off), each ``dire.experiments.drivers.run_seeds`` over ``seeds`` with students scored on the
+    validation split."""
     if validation_per_class < 1:
-        raise ValueError(f"a sweep chooses on a validation split: validation_per_class must be >= 1, "
-                         f"got {validation_per_class}")
+        raise ValueError(
+            f"a sweep chooses on a validation split: validation_per_class must be >= 1, got {validation_per_class}"
+        )
     held = dataclasses.replace(base, validation_per_class=validation_per_class, validation_seed=validation_seed)
     points = [None] + grid_points(grid)
     rows = []
     for i, point in enumerate(points):
-        dire = (dataclasses.replace(base.dire, enabled=False) if point is None
-                else dataclasses.replace(base.dire, enabled=True, **point))
+        dire = (
+            dataclasses.replace(base.dire, enabled=False)
+            if point is None
+            else dataclasses.replace(base.dire, enabled=True, **point)
+        )
         name = "baseline" if point is None else ", ".join(f"{k} {v:g}" for k, v in point.items())
         log(f"== sweep {i}/{len(points) - 1}: {base.method} on {base.dataset}: {name}")
         summary = run_seeds(dataclasses.replace(held, dire=dire), seeds, **run_kwargs)
-        rows.append({"point": name, "dire": point is not None, **(point or {w: 0.0 for w in WEIGHT_KEYS}),
-                     "method": base.method, "dataset": base.dataset, "ipc": base.synthesis.ipc,
-                     "teacher": base.teacher_arch, "seeds": len(seeds), **summary})
+        rows.append(
+            {
+                "point": name,
+                "dire": point is not None,
+                **(point or {w: 0.0 for w in WEIGHT_KEYS}),
+                "method": base.method,
+                "dataset": base.dataset,
+                "ipc": base.synthesis.ipc,
+                "teacher": base.teacher_arch,
+                "seeds": len(seeds),
+                **summary,
+            }
+        )
     return rows
 
 
@@ -75,25 +97,56 @@ def select(rows: Sequence[dict]) -> dict:
         raise ValueError("no finished DiRe point to select from; run the sweep first")
     best = max(points, key=lambda r: (r["acc_final"]["mean"], -r["weight"]))
     baseline = next((r["acc_final"]["mean"] for r in rows if not r["dire"]), math.nan)
-    return {**{k: best[k] for k in WEIGHT_KEYS}, "val_acc": best["acc_final"]["mean"],
-            "val_acc_std": best["acc_final"]["std"], "baseline_val_acc": baseline,
-            "beats_baseline": bool(best["acc_final"]["mean"] > baseline)}
+    return {
+        **{k: best[k] for k in WEIGHT_KEYS},
+        "val_acc": best["acc_final"]["mean"],
+        "val_acc_std": best["acc_final"]["std"],
+        "baseline_val_acc": baseline,
+        "beats_baseline": bool(best["acc_final"]["mean"] > baseline),
+    }
 
 
-def write_selection(path: str | Path, chosen: Mapping, rows: Sequence[dict], *, base: Experiment,
-                    validation_per_class: int, validation_seed: int, command: str = "") -> Path:
+def write_selection(
+    path: str | Path,
+    chosen: Mapping,
+    rows: Sequence[dict],
+    *,
+    base: Experiment,
+    validation_per_class: int,
+    validation_seed: int,
+    command: str = "",
+) -> Path:
     """The chosen weights and how they were chosen, as JSON (atomically): what :func:`load_weights` reads."""
-    record = {"weights": {k: chosen[k] for k in WEIGHT_KEYS},
-              "selected_by": {"criterion": "max mean validation accuracy (final epoch), ties to the smaller w",
-                              "val_acc": chosen["val_acc"], "val_acc_std": chosen["val_acc_std"],
-                              "baseline_val_acc": chosen["baseline_val_acc"],
-                              "beats_baseline": chosen["beats_baseline"],
-                              "validation_per_class": validation_per_class, "validation_seed": validation_seed,
-                              "seeds": rows[0]["seeds"], "command": command},
-              "for": {"dataset": base.dataset, "method": base.method, "teacher": base.teacher_arch,
-                      "ipc": base.synthesis.ipc},
-              "grid": [{"point": r["point"], **{k: r[k] for k in WEIGHT_KEYS}, "val_acc": r["acc_final"]["mean"],
-                        "val_acc_std": r["acc_final"]["std"], "vendi": r["vendi"]["mean"],
-                        "coverage": r["coverage"]["mean"], "intra_class_cosine": r["intra_class_cosine"]["mean"]}
-                       for r in rows]}
+    record = {
+        "weights": {k: chosen[k] for k in WEIGHT_KEYS},
+        "selected_by": {
+            "criterion": "max mean validation accuracy (final epoch), ties to the smaller w",
+            "val_acc": chosen["val_acc"],
+            "val_acc_std": chosen["val_acc_std"],
+            "baseline_val_acc": chosen["baseline_val_acc"],
+            "beats_baseline": chosen["beats_baseline"],
+            "validation_per_class": validation_per_class,
+            "validation_seed": validation_seed,
+            "seeds": rows[0]["seeds"],
+            "command": command,
+        },
+        "for": {
+            "dataset": base.dataset,
+            "method": base.method,
+            "teacher": base.teacher_arch,
+            "ipc": base.synthesis.ipc,
+        },
+        "grid": [
+            {
+                "point": r["point"],
+                **{k: r[k] for k in WEIGHT_KEYS},
+                "val_acc": r["acc_final"]["mean"],
+                "val_acc_std": r["acc_final"]["std"],
+                "vendi": r["vendi"]["mean"],
+                "coverage": r["coverage"]["mean"],
+                "intra_class_cosine": r["intra_class_cosine"]["mean"],
+            }
+            for r in rows
+        ],
+    }
     return atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")

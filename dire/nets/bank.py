@@ -19,9 +19,17 @@ from dire.regularizer import RealBank
 from dire.runs import atomic_save, load
 
 
-def real_embedding_bank(teacher: nn.Module, dataset: ImageDataset, *, per_class: int = 500, seed: int = 0,
-                        device: str | torch.device = "cpu", batch_size: int = 256, cache: str | Path | None = None,
-                        progress: bool = False) -> RealBank:
+def real_embedding_bank(
+    teacher: nn.Module,
+    dataset: ImageDataset,
+    *,
+    per_class: int = 500,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+    cache: str | Path | None = None,
+    progress: bool = False,
+) -> RealBank:
     """Embed up to ``per_class`` random real images of every class (seeded), cached at ``cache`` if given."""
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1; got {per_class}")
@@ -49,14 +57,22 @@ def bank_embeddings(bank: RealBank) -> tuple[torch.Tensor, torch.Tensor]:
     return z, y
 
 
-def cached_bank(teacher: nn.Module, teacher_record: dict, dataset: ImageDataset, *, per_class: int = 500,
-                device: str | torch.device = "cpu", runs_root: str | Path | None = None,
-                progress: bool = False) -> tuple[RealBank, Path]:
+def cached_bank(
+    teacher: nn.Module,
+    teacher_record: dict,
+    dataset: ImageDataset,
+    *,
+    per_class: int = 500,
+    device: str | torch.device = "cpu",
+    runs_root: str | Path | None = None,
+    progress: bool = False,
+) -> tuple[RealBank, Path]:
     """The bank of a cached teacher (``get_teacher``'s model and record), stored in its run folder
     ``<runs>/bank/<hash of (teacher config, per_class)>/bank.pt``; returns the bank and that folder."""
     from dire.runs import config_hash, run_dir
 
     folder = run_dir("bank", {"teacher": config_hash(teacher_record["config"]), "per_class": per_class}, root=runs_root)
-    bank = real_embedding_bank(teacher, dataset, per_class=per_class, device=device, cache=folder / "bank.pt",
-                               progress=progress)
+    bank = real_embedding_bank(
+        teacher, dataset, per_class=per_class, device=device, cache=folder / "bank.pt", progress=progress
+    )
     return bank, folder

@@ -34,11 +34,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dire.data import ImageDataset, SubsetImageDataset
-from dire.data.dsa import STRATEGY, DSA
-from dire.nets.models import build_model
-from dire.runs import atomic_save, load, read_json, run_dir
-from dire.nets.train import accuracy
+from dire.data.dsa import DSA, STRATEGY
 from dire.data.zca import ZCA
+from dire.nets.models import build_model
+from dire.nets.train import accuracy
+from dire.runs import atomic_save, load, read_json, run_dir
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,9 @@ class ExpertConfig:
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"expected epochs >= 1, batch_size >= 1, lr > 0; got {self.epochs}, {self.batch_size}, "
-                             f"{self.lr}")
+            raise ValueError(
+                f"expected epochs >= 1, batch_size >= 1, lr > 0; got {self.epochs}, {self.batch_size}, {self.lr}"
+            )
         if self.train_per_class is not None and self.train_per_class < 1:
             raise ValueError(f"train_per_class must be >= 1 or None; got {self.train_per_class}")
 
@@ -75,8 +76,13 @@ def _seed(*parts: int) -> int:
 
 
 def experts_config(train_set: ImageDataset, config: ExpertConfig, seed: int) -> dict:
-    key = {"stage": "experts", "dataset": train_set.info.name, "n_train": len(train_set),
-           "expert": dataclasses.asdict(config), "seed": seed}
+    key = {
+        "stage": "experts",
+        "dataset": train_set.info.name,
+        "n_train": len(train_set),
+        "expert": dataclasses.asdict(config),
+        "seed": seed,
+    }
     if isinstance(train_set, SubsetImageDataset):  # e.g. less a validation split: which images, not just how many
         key["subset"] = hashlib.sha256(train_set.indices.numpy().tobytes()).hexdigest()[:16]
     return key
@@ -87,15 +93,25 @@ def _training_images(train_set: ImageDataset, config: ExpertConfig, seed: int) -
         return train_set.tensors()
     xs, ys = [], []
     for c in range(train_set.info.num_classes):
-        x = train_set.class_images(c, limit=config.train_per_class, generator=torch.Generator().manual_seed(_seed(seed, c)))
+        x = train_set.class_images(
+            c, limit=config.train_per_class, generator=torch.Generator().manual_seed(_seed(seed, c))
+        )
         xs.append(x)
         ys.append(torch.full((len(x),), c))
     return torch.cat(xs), torch.cat(ys)
 
 
-def train_experts(train_set: ImageDataset, *, num_experts: int = 100, config: ExpertConfig = ExpertConfig(),
-                  seed: int = 0, test_set: ImageDataset | None = None, runs_root: str | Path | None = None,
-                  device: str | torch.device = "cpu", progress: bool = True) -> Path:
+def train_experts(
+    train_set: ImageDataset,
+    *,
+    num_experts: int = 100,
+    config: ExpertConfig = ExpertConfig(),
+    seed: int = 0,
+    test_set: ImageDataset | None = None,
+    runs_root: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> Path:
     """Train (or resume, or find cached) ``num_experts`` experts; returns their folder (see :class:`Experts`).
 
     ``test_set``: if given, each finished expert's test accuracy is recorded (MTT logs it; costs a pass
@@ -123,11 +139,13 @@ def train_experts(train_set: ImageDataset, *, num_experts: int = 100, config: Ex
     for i in todo:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_seed(seed, i))
-            net = build_model(config.model, num_classes=info.num_classes, in_channels=info.channels,
-                              image_size=info.image_size)
+            net = build_model(
+                config.model, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size
+            )
         net = net.to(device).train()
-        optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
+        optimizer = torch.optim.SGD(
+            net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
         partial = folder / f"expert_{i:04d}.partial.pt"
         trajectory = [flat_params(net)]
         if partial.exists():  # resume at the last finished epoch
@@ -135,8 +153,9 @@ def train_experts(train_set: ImageDataset, *, num_experts: int = 100, config: Ex
             trajectory = list(state["params"])
             _load_flat(net, trajectory[-1])
             optimizer.load_state_dict(state["optimizer"])
-        for epoch in tqdm(range(len(trajectory) - 1, config.epochs), desc=f"expert {i}", unit="epoch",
-                          disable=not progress):
+        for epoch in tqdm(
+            range(len(trajectory) - 1, config.epochs), desc=f"expert {i}", unit="epoch", disable=not progress
+        ):
             generator = torch.Generator().manual_seed(_seed(seed, i, epoch))
             order = torch.randperm(len(x_all), generator=generator).to(device)
             for b in range(0, len(order), config.batch_size):
@@ -172,16 +191,20 @@ class Experts:
         self.folder = Path(folder)
         self.cache_size = cache_size  # trajectories kept in memory (a full FMNIST expert is ~65 MB)
         if not (self.folder / "config.json").exists():
-            raise FileNotFoundError(f"{self.folder} is not an experts folder (no config.json); "
-                                    "train experts first with dire.nets.experts.train_experts(...)")
+            raise FileNotFoundError(
+                f"{self.folder} is not an experts folder (no config.json); "
+                "train experts first with dire.nets.experts.train_experts(...)"
+            )
         record = read_json(self.folder / "config.json")
         self.config = ExpertConfig(**record["expert"])
         self.dataset = record["dataset"]
         files = sorted(self.folder.glob("expert_[0-9][0-9][0-9][0-9].pt"))
         self.files = files[:limit] if limit is not None else files
         if not self.files:
-            raise FileNotFoundError(f"no finished experts in {self.folder}; run dire.nets.experts.train_experts(...) "
-                                    "(an interrupted run leaves expert_*.partial.pt, which it resumes)")
+            raise FileNotFoundError(
+                f"no finished experts in {self.folder}; run dire.nets.experts.train_experts(...) "
+                "(an interrupted run leaves expert_*.partial.pt, which it resumes)"
+            )
         self._cache: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:

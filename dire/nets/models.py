@@ -8,7 +8,7 @@ models, and falls back to a hook on the last ``nn.Linear`` for any other model.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -192,7 +192,9 @@ def wrn_16_2(*, num_classes: int, in_channels: int, image_size: int, depth: int 
     layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)]
     for group, stride in zip(range(3), (1, 2, 2)):
         for i in range(n):
-            layers.append(_WideBlock(widths[group] if i == 0 else widths[group + 1], widths[group + 1], stride if i == 0 else 1))
+            layers.append(
+                _WideBlock(widths[group] if i == 0 else widths[group + 1], widths[group + 1], stride if i == 0 else 1)
+            )
     layers += [nn.BatchNorm2d(widths[3]), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     return Classifier(nn.Sequential(*layers), widths[3], num_classes)
 
@@ -242,8 +244,10 @@ def embed_images(model: nn.Module, images: torch.Tensor, *, batch_size: int = 25
     """Penultimate embeddings of ``images`` in eval mode, batched, returned on the CPU."""
     was_training = model.training
     model.eval()
-    out = [features_and_logits(model, images[i : i + batch_size].to(device))[0].float().cpu()
-           for i in range(0, len(images), batch_size)]
+    out = [
+        features_and_logits(model, images[i : i + batch_size].to(device))[0].float().cpu()
+        for i in range(0, len(images), batch_size)
+    ]
     model.train(was_training)
     return torch.cat(out) if out else images.new_zeros(0, 0)
 
@@ -291,8 +295,9 @@ def _plan_downsampling(blocks, size: int, *, skip_first: bool) -> int:
 
 def _new_stem(old: nn.Conv2d, in_channels: int, stride: int, *, fan_out_init: bool) -> nn.Conv2d:
     """``old`` with ``in_channels`` inputs and the given stride (same kernel, padding, bias)."""
-    conv = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, stride=stride, padding=old.padding,
-                     bias=old.bias is not None)
+    conv = nn.Conv2d(
+        in_channels, old.out_channels, old.kernel_size, stride=stride, padding=old.padding, bias=old.bias is not None
+    )
     if fan_out_init:  # torchvision's MobileNetV2/EfficientNet conv init
         nn.init.kaiming_normal_(conv.weight, mode="fan_out")
         if conv.bias is not None:
@@ -375,8 +380,15 @@ def vit_tiny(*, num_classes: int, in_channels: int, image_size: int):
     encoder's final LayerNorm (torchvision's ``heads`` replaced by ``head``).
     """
     patch = vit_patch_size(image_size)
-    net = torchvision.models.VisionTransformer(image_size=image_size, patch_size=patch, num_layers=6, num_heads=3,
-                                               hidden_dim=192, mlp_dim=768, num_classes=num_classes)
+    net = torchvision.models.VisionTransformer(
+        image_size=image_size,
+        patch_size=patch,
+        num_layers=6,
+        num_heads=3,
+        hidden_dim=192,
+        mlp_dim=768,
+        num_classes=num_classes,
+    )
     net.conv_proj = nn.Conv2d(in_channels, 192, kernel_size=patch, stride=patch)
     fan_in = in_channels * patch * patch  # torchvision's patch-embedding init
     nn.init.trunc_normal_(net.conv_proj.weight, std=(1.0 / fan_in) ** 0.5)
@@ -410,9 +422,15 @@ def swin_tiny(*, num_classes: int, in_channels: int, image_size: int):
     is the final LayerNorm's output, average-pooled (torchvision's ``head`` becomes ``head``).
     """
     patch, window = swin_config(image_size)
-    net = torchvision.models.SwinTransformer(patch_size=[patch, patch], embed_dim=48, depths=[2, 2, 2],
-                                             num_heads=[3, 6, 12], window_size=[window, window],
-                                             stochastic_depth_prob=0.1, num_classes=num_classes)
+    net = torchvision.models.SwinTransformer(
+        patch_size=[patch, patch],
+        embed_dim=48,
+        depths=[2, 2, 2],
+        num_heads=[3, 6, 12],
+        window_size=[window, window],
+        stochastic_depth_prob=0.1,
+        num_classes=num_classes,
+    )
     net.features[0][0] = nn.Conv2d(in_channels, 48, kernel_size=patch, stride=patch)
     dim = net.head.in_features
     net.head = nn.Identity()

@@ -19,9 +19,8 @@ from tqdm.auto import tqdm
 
 from dire.data import load_dataset, validation_split
 from dire.nets.models import Classifier, build_model
-from dire.runs import atomic_save, load, read_json, run_dir, write_json
 from dire.nets.train import Recipe, accuracy, fit, get_recipe, loader, make_optimizer
-
+from dire.runs import atomic_save, load, read_json, run_dir, write_json
 
 # Recipe fields that only concern students; left out of a teacher's cache key so adding them kept old teachers valid
 _STUDENT_ONLY = ("loss", "ce_weight")
@@ -35,8 +34,9 @@ def teacher_config(dataset: str, arch: str, recipe: Recipe, seed: int, holdout: 
     return config
 
 
-def training_split(dataset: str, *, holdout: tuple[int, int] | None = None, data_root: str | Path = "data",
-                   download: bool = False):
+def training_split(
+    dataset: str, *, holdout: tuple[int, int] | None = None, data_root: str | Path = "data", download: bool = False
+):
     """``(train, evaluation)`` splits: the training and test splits, or with ``holdout = (per_class, seed)``
     the training split less a per-class validation split, and that validation split
     (:func:`dire.data.validation_split`)."""
@@ -46,10 +46,21 @@ def training_split(dataset: str, *, holdout: tuple[int, int] | None = None, data
     return validation_split(train, holdout[0], seed=holdout[1])
 
 
-def get_teacher(dataset: str, arch: str = "convnet_bn", *, recipe: str | Recipe = "cpu", seed: int = 0,
-                data_root: str | Path = "data", runs_root: str | Path | None = None, device: str | torch.device = "cpu",
-                workers: int = 0, progress: bool = True, download: bool = False,
-                holdout: tuple[int, int] | None = None, **recipe_overrides) -> tuple[Classifier, dict]:
+def get_teacher(
+    dataset: str,
+    arch: str = "convnet_bn",
+    *,
+    recipe: str | Recipe = "cpu",
+    seed: int = 0,
+    data_root: str | Path = "data",
+    runs_root: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    workers: int = 0,
+    progress: bool = True,
+    download: bool = False,
+    holdout: tuple[int, int] | None = None,
+    **recipe_overrides,
+) -> tuple[Classifier, dict]:
     """Return the trained teacher (eval mode, on ``device``) and its record
     ``{"dir", "config", "test_acc"}``; trains it first if no cached copy exists.
 
@@ -64,7 +75,9 @@ def get_teacher(dataset: str, arch: str = "convnet_bn", *, recipe: str | Recipe 
         train_set = validation_split(train_set, holdout[0], seed=holdout[1])[0]
     info = train_set.info
     torch.manual_seed(seed)
-    model = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size).to(device)
+    model = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size).to(
+        device
+    )
     if (folder / "model.pt").exists():
         model.load_state_dict(load(folder / "model.pt", map_location=device))
         metrics = read_json(folder / "metrics.json")
@@ -87,14 +100,35 @@ def get_teacher(dataset: str, arch: str = "convnet_bn", *, recipe: str | Recipe 
             yield x.to(device), y.to(device)
 
     def save_checkpoint(epoch: int, opt: torch.optim.Optimizer, hist: list) -> None:
-        atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": generator.get_state(),
-                     "epoch": epoch, "history": hist}, folder / "checkpoint.pt")
+        atomic_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "generator": generator.get_state(),
+                "epoch": epoch,
+                "history": hist,
+            },
+            folder / "checkpoint.pt",
+        )
 
-    bar = tqdm(total=recipe.epochs, initial=start, desc=f"teacher {arch} on {dataset}", unit="epoch", disable=not progress)
-    history = fit(model, batches, recipe, loss_fn=lambda logits, _x, y: F.cross_entropy(logits, y),
-                  steps_per_epoch=-(-len(train_set) // recipe.batch_size), generator=generator, device=device,
-                  evaluate=lambda: accuracy(model, test_set, device=device, workers=workers), start_epoch=start,
-                  optimizer=optimizer, on_epoch_end=save_checkpoint, history=history, progress=lambda _e: bar.update())
+    bar = tqdm(
+        total=recipe.epochs, initial=start, desc=f"teacher {arch} on {dataset}", unit="epoch", disable=not progress
+    )
+    history = fit(
+        model,
+        batches,
+        recipe,
+        loss_fn=lambda logits, _x, y: F.cross_entropy(logits, y),
+        steps_per_epoch=-(-len(train_set) // recipe.batch_size),
+        generator=generator,
+        device=device,
+        evaluate=lambda: accuracy(model, test_set, device=device, workers=workers),
+        start_epoch=start,
+        optimizer=optimizer,
+        on_epoch_end=save_checkpoint,
+        history=history,
+        progress=lambda _e: bar.update(),
+    )
     bar.close()
     metrics = {"test_acc": history[-1]["acc"], "history": history}
     atomic_save(model.state_dict(), folder / "model.pt")

@@ -10,8 +10,8 @@ the device.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
-from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -44,24 +44,39 @@ class Recipe:
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw'; got {self.optimizer!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"expected epochs >= 1, batch_size >= 1, lr > 0; got {self.epochs}, {self.batch_size}, {self.lr}")
+            raise ValueError(
+                f"expected epochs >= 1, batch_size >= 1, lr > 0; got {self.epochs}, {self.batch_size}, {self.lr}"
+            )
 
 
 TEACHER_RECIPES: dict[str, Recipe] = {
-    # the DiRe release's CIFAR teacher (DIL-IITH/DiRe squeeze script): SGD 0.1, mom 0.9, wd 5e-4, cosine, 200 epochs, batch 128
+    # the DiRe release's CIFAR teacher (DIL-IITH/DiRe squeeze script): SGD 0.1, mom 0.9, wd 5e-4, cosine,
+    # 200 epochs, batch 128
     "cifar": Recipe(),
     # a few epochs on the CPU; enough for a usable Fashion-MNIST / digits teacher
     "cpu": Recipe(epochs=6, batch_size=128, lr=0.05, crop_padding=2, flip=False),
 }
 
 STUDENT_RECIPES: dict[str, Recipe] = {
-    # SRe2L / DiRe relabel on CIFAR (DIL-IITH/DiRe relabel_cifar.py): AdamW 1e-3 wd 0.01, cosine, batch 128, mixup 0.8, T = 30, 400 epochs
-    "cifar": Recipe(epochs=400, optimizer="adamw", lr=1e-3, weight_decay=0.01, mixup_alpha=0.8, temperature=30.0,
-                    eval_every=10),
+    # SRe2L / DiRe relabel on CIFAR (DIL-IITH/DiRe relabel_cifar.py): AdamW 1e-3 wd 0.01, cosine, batch 128,
+    # mixup 0.8, T = 30, 400 epochs
+    "cifar": Recipe(
+        epochs=400, optimizer="adamw", lr=1e-3, weight_decay=0.01, mixup_alpha=0.8, temperature=30.0, eval_every=10
+    ),
     # the same loss for a CPU budget: ~300-600 steps instead of ~16k, so a 10x larger lr and smaller batches
     # (with lr 1e-3, T = 30 and mixup a student on 50 real digits is still at chance after 100 steps)
-    "cpu": Recipe(epochs=300, batch_size=64, optimizer="adamw", lr=1e-2, weight_decay=0.01, crop_padding=2,
-                  flip=False, mixup_alpha=0.8, temperature=30.0, eval_every=100),
+    "cpu": Recipe(
+        epochs=300,
+        batch_size=64,
+        optimizer="adamw",
+        lr=1e-2,
+        weight_decay=0.01,
+        crop_padding=2,
+        flip=False,
+        mixup_alpha=0.8,
+        temperature=30.0,
+        eval_every=100,
+    ),
 }
 
 
@@ -72,10 +87,14 @@ def get_recipe(name: str | Recipe, *, student: bool, **overrides) -> Recipe:
     elif name in table:
         recipe = table[name]
     else:
-        raise ValueError(f"unknown {'student' if student else 'teacher'} recipe {name!r}; expected one of {sorted(table)}")
+        raise ValueError(
+            f"unknown {'student' if student else 'teacher'} recipe {name!r}; expected one of {sorted(table)}"
+        )
     known = {f.name for f in fields(Recipe)}
     if unknown := sorted(set(overrides) - known):
-        raise ValueError(f"unknown recipe setting(s) {unknown}; expected fields of dire.nets.train.Recipe: {sorted(known)}")
+        raise ValueError(
+            f"unknown recipe setting(s) {unknown}; expected fields of dire.nets.train.Recipe: {sorted(known)}"
+        )
     recipe = replace(recipe, **overrides)
     recipe.validate()
     return recipe
@@ -83,7 +102,9 @@ def get_recipe(name: str | Recipe, *, student: bool, **overrides) -> Recipe:
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+        return torch.optim.SGD(
+            model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        )
     return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
@@ -116,17 +137,23 @@ class _Batches(Dataset):
         return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 
 
-def loader(dataset: Dataset, *, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
-           workers: int = 0) -> DataLoader:
+def loader(
+    dataset: Dataset, *, batch_size: int, shuffle: bool, generator: torch.Generator | None = None, workers: int = 0
+) -> DataLoader:
     """Batches ``(images [B, C, H, W], labels [B])``; shuffled with ``generator`` when ``shuffle``."""
     order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-    return DataLoader(_Batches(dataset), sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None,
-                      num_workers=workers)
+    return DataLoader(
+        _Batches(dataset),
+        sampler=BatchSampler(order, batch_size, drop_last=False),
+        batch_size=None,
+        num_workers=workers,
+    )
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, dataset: Dataset, *, device: torch.device | str = "cpu", batch_size: int = 512,
-             workers: int = 0) -> float:
+def accuracy(
+    model: nn.Module, dataset: Dataset, *, device: torch.device | str = "cpu", batch_size: int = 512, workers: int = 0
+) -> float:
     """Top-1 accuracy (%) in eval mode over the whole dataset."""
     was_training = model.training
     model.eval()
@@ -141,12 +168,16 @@ def accuracy(model: nn.Module, dataset: Dataset, *, device: torch.device | str =
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(softmax(t/T) || softmax(s/T)), batch mean, no T² factor (SRe2L relabel)."""
-    return F.kl_div(F.log_softmax(student_logits / temperature, dim=1), F.softmax(teacher_logits / temperature, dim=1),
-                    reduction="batchmean")
+    return F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=1),
+        F.softmax(teacher_logits / temperature, dim=1),
+        reduction="batchmean",
+    )
 
 
-def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                    recipe: Recipe) -> torch.Tensor:
+def soft_label_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, recipe: Recipe
+) -> torch.Tensor:
     """The student's loss against the teacher's logits: KL at T (SRe2L) or MSE on logits + weighted CE (G-VBSM,
     whose CE uses the label of the batch's first mixup term)."""
     if recipe.loss == "mse_ce":
@@ -154,13 +185,22 @@ def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     return kd_loss(student_logits, teacher_logits, recipe.temperature)
 
 
-def fit(model: nn.Module, batches: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]], recipe: Recipe, *,
-        loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], steps_per_epoch: int,
-        generator: torch.Generator, device: torch.device | str = "cpu",
-        evaluate: Callable[[], float] | None = None, start_epoch: int = 0,
-        optimizer: torch.optim.Optimizer | None = None,
-        on_epoch_end: Callable[[int, torch.optim.Optimizer, list], None] | None = None,
-        history: list | None = None, progress: Callable[[int], None] | None = None) -> list[dict]:
+def fit(
+    model: nn.Module,
+    batches: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]],
+    recipe: Recipe,
+    *,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    steps_per_epoch: int,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+    evaluate: Callable[[], float] | None = None,
+    start_epoch: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
+    on_epoch_end: Callable[[int, torch.optim.Optimizer, list], None] | None = None,
+    history: list | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[dict]:
     """Train ``model`` for ``recipe.epochs``: ``batches(epoch)`` yields (x, y) on ``device``;
     ``loss_fn(logits, x_aug, y)`` gives the loss. Returns the evaluation history
     ``[{"epoch": e, "acc": a}, ...]`` (every ``eval_every`` epochs and at the end)."""

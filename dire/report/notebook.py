@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any, MutableMapping
+from typing import Any
 
 _IPYTHON_NAMES = {"__annotations__", "_before", "In", "Out", "_", "__", "___", "exit", "quit", "get_ipython"}
 
@@ -43,7 +44,9 @@ def _matches(value: Any, kind: Any) -> tuple[bool, Any]:
             return False, value
         converted = []
         for i, item in enumerate(value):
-            ok, c = _matches(item, item_kinds[0] if len(item_kinds) == 1 else item_kinds[i]) if item_kinds else (True, item)
+            ok, c = (
+                _matches(item, item_kinds[0] if len(item_kinds) == 1 else item_kinds[i]) if item_kinds else (True, item)
+            )
             if not ok:
                 return False, value
             converted.append(c)
@@ -74,8 +77,10 @@ def check_parameters(namespace: MutableMapping[str, Any], before: set[str]) -> d
     for name, kind in known.items():
         ok, converted = _matches(namespace[name], kind)
         if not ok:
-            raise TypeError(f"parameter {name!r} should be {_type_name(kind)}, got {namespace[name]!r} "
-                            f"({type(namespace[name]).__name__})")
+            raise TypeError(
+                f"parameter {name!r} should be {_type_name(kind)}, got {namespace[name]!r} "
+                f"({type(namespace[name]).__name__})"
+            )
         namespace[name] = values[name] = converted
     return values
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
@@ -120,8 +121,7 @@ def save_figure(
             raise ValueError(f"unsupported formats {unknown}; choose from {sorted(FORMATS)}")
         stem.parent.mkdir(parents=True, exist_ok=True)
         return [
-            _atomic_savefig(fig, stem.with_name(f"{stem.name}.{fmt}"), fmt, dpi=dpi, **FORMATS[fmt])
-            for fmt in formats
+            _atomic_savefig(fig, stem.with_name(f"{stem.name}.{fmt}"), fmt, dpi=dpi, **FORMATS[fmt]) for fmt in formats
         ]
     finally:
         if close:
@@ -201,8 +201,16 @@ def _subsample_per_class(labels: np.ndarray, classes: Sequence[int], limit: int,
 def _class_legend(fig: Figure, colours: Mapping[int, Any], class_names: Sequence[str] | None) -> None:
     """One figure legend mapping colours to class names (or class indices)."""
     handles = [
-        Line2D([], [], marker="o", linestyle="", markerfacecolor=col, markeredgecolor="black",
-               markeredgewidth=0.5, label=class_names[c] if class_names else str(c))
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            markerfacecolor=col,
+            markeredgecolor="black",
+            markeredgewidth=0.5,
+            label=class_names[c] if class_names else str(c),
+        )
         for c, col in colours.items()
     ]
     fig.legend(handles=handles, loc="outside right center", frameon=False, title="class")
@@ -323,8 +331,9 @@ def image_grid(
     left, top = 0.5, (0.4 if title else 0.05)  # inches kept for row labels and the title
     width, height = cell_size * per_class + left + 0.05, cell_size * len(classes) + top + 0.05
     fig, axes = plt.subplots(len(classes), per_class, figsize=(width, height), squeeze=False)
-    fig.subplots_adjust(left=left / width, right=1 - 0.05 / width, bottom=0.05 / height,
-                        top=1 - top / height, wspace=0.04, hspace=0.04)
+    fig.subplots_adjust(
+        left=left / width, right=1 - 0.05 / width, bottom=0.05 / height, top=1 - top / height, wspace=0.04, hspace=0.04
+    )
     for row, c in zip(axes, classes):
         picks = np.flatnonzero(labels == c)[:per_class]
         for ax, i in zip(row, picks):
@@ -386,7 +395,9 @@ def bar_chart(
     for row in table:
         key = (row[x], row[hue] if hue else None)
         if key in cells:
-            raise ValueError(f"bar_chart: more than one row for {x}={key[0]!r}" + (f", {hue}={key[1]!r}" if hue else ""))
+            raise ValueError(
+                f"bar_chart: more than one row for {x}={key[0]!r}" + (f", {hue}={key[1]!r}" if hue else "")
+            )
         cells[key] = row
 
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
@@ -400,8 +411,15 @@ def bar_chart(
             pos.append(i - 0.4 + width * (j + 0.5))
             heights.append(float(row[y]))
             errs.append(float(row[yerr]) if yerr and row.get(yerr) is not None else 0.0)
-        ax.bar(pos, heights, width=width, color=colour, label=None if h is None else str(h),
-               yerr=errs if yerr else None, capsize=3 if yerr else 0)
+        ax.bar(
+            pos,
+            heights,
+            width=width,
+            color=colour,
+            label=None if h is None else str(h),
+            yerr=errs if yerr else None,
+            capsize=3 if yerr else 0,
+        )
     ax.set_xticks(range(len(xs)), [str(v) for v in xs])
     ax.set_xlabel(x)
     ax.set_ylabel(y)
@@ -443,14 +461,26 @@ def heatmap(
         grid[i, j] = float(row[value])
     finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    fig, axes = plt.subplots(1, len(facets), figsize=(figsize_per_panel[0] * len(facets), figsize_per_panel[1]),
-                             layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(facets),
+        figsize=(figsize_per_panel[0] * len(facets), figsize_per_panel[1]),
+        layout="constrained",
+        squeeze=False,
+    )
     for ax, f in zip(axes[0], facets):
         image = ax.imshow(grids[f], origin="lower", cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1, aspect="auto")
         for (i, j), v in np.ndenumerate(grids[f]):
             if np.isfinite(v):  # dark text on the bright end of the scale
-                ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7,
-                        color="black" if hi > lo and (v - lo) / (hi - lo) > 0.6 else "white")
+                ax.text(
+                    j,
+                    i,
+                    format(v, fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black" if hi > lo and (v - lo) / (hi - lo) > 0.6 else "white",
+                )
         ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
         ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
         ax.set_xlabel(x)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import yaml
 
@@ -65,8 +65,15 @@ def _failing_cell(exc: Exception) -> str:
     return f"cell {cell}: {ename}: {evalue}" if cell is not None else f"{ename}: {evalue}"
 
 
-def run_notebook(name: str, *, profile: str, device: str = "cpu", notebooks: Path = NOTEBOOKS,
-                 build: Path | None = None, extra: dict | None = None) -> NotebookRun:
+def run_notebook(
+    name: str,
+    *,
+    profile: str,
+    device: str = "cpu",
+    notebooks: Path = NOTEBOOKS,
+    build: Path | None = None,
+    extra: dict | None = None,
+) -> NotebookRun:
     import papermill
 
     source = notebooks / f"{name}.ipynb"
@@ -79,8 +86,15 @@ def run_notebook(name: str, *, profile: str, device: str = "cpu", notebooks: Pat
     start = time.perf_counter()
     try:
         check_known(source, params)
-        papermill.execute_notebook(str(source), str(output), parameters=params, cwd=str(notebooks),
-                                   kernel_name="python3", progress_bar=False, log_output=False)
+        papermill.execute_notebook(
+            str(source),
+            str(output),
+            parameters=params,
+            cwd=str(notebooks),
+            kernel_name="python3",
+            progress_bar=False,
+            log_output=False,
+        )
         return NotebookRun(name, True, time.perf_counter() - start, output)
     except Exception as exc:  # a failing notebook must not stop the others
         return NotebookRun(name, False, time.perf_counter() - start, output, _failing_cell(exc))
@@ -93,23 +107,35 @@ def write_index(runs: Sequence[NotebookRun], *, profile: str, figures: Path, pat
     rows = "".join(
         f"<tr><td>{html.escape(r.name)}</td><td>{'ok' if r.ok else 'FAILED'}</td><td>{r.seconds:.1f} s</td>"
         f"<td>{html.escape(r.error)}</td><td><a href='{html.escape(r.output.name)}'>executed notebook</a></td></tr>"
-        for r in runs)
-    parts = [f"<h1>dire: profile {html.escape(profile)}</h1>",
-             "<table border=1><tr><th>notebook</th><th>status</th><th>time</th><th>error</th><th></th></tr>"
-             f"{rows}</table>"]
+        for r in runs
+    )
+    parts = [
+        f"<h1>dire: profile {html.escape(profile)}</h1>",
+        f"<table border=1><tr><th>notebook</th><th>status</th><th>time</th><th>error</th><th></th></tr>{rows}</table>",
+    ]
     folder = figures / profile
     for md in sorted(folder.glob("*.md")):
-        parts.append(f"<h2>{html.escape(md.stem)}</h2><pre>{html.escape(md.read_text())}</pre>"
-                     f"<p><a href='{html.escape(str(md.with_suffix('.csv').resolve()))}'>CSV</a></p>")
+        parts.append(
+            f"<h2>{html.escape(md.stem)}</h2><pre>{html.escape(md.read_text())}</pre>"
+            f"<p><a href='{html.escape(str(md.with_suffix('.csv').resolve()))}'>CSV</a></p>"
+        )
     for png in sorted(folder.glob("*.png")):
         pdf = png.with_suffix(".pdf")
-        parts.append(f"<h3>{html.escape(png.stem)}</h3><img src='{html.escape(str(png.resolve()))}' width=700>"
-                     + (f"<p><a href='{html.escape(str(pdf.resolve()))}'>PDF</a></p>" if pdf.exists() else ""))
+        parts.append(
+            f"<h3>{html.escape(png.stem)}</h3><img src='{html.escape(str(png.resolve()))}' width=700>"
+            + (f"<p><a href='{html.escape(str(pdf.resolve()))}'>PDF</a></p>" if pdf.exists() else "")
+        )
     return atomic_write_text(path, "<html><body>" + "\n".join(parts) + "</body></html>\n")
 
 
-def reproduce(profile: str = "quick", *, only: Sequence[str] | None = None, device: str = "cpu",
-              notebooks: Path = NOTEBOOKS, log: Callable[[str], None] = print) -> list[NotebookRun]:
+def reproduce(
+    profile: str = "quick",
+    *,
+    only: Sequence[str] | None = None,
+    device: str = "cpu",
+    notebooks: Path = NOTEBOOKS,
+    log: Callable[[str], None] = print,
+) -> list[NotebookRun]:
     """Run the profile's notebooks (all, or ``only``), then write the HTML index."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")

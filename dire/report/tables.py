@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from dire.experiments.drivers import METRICS, row_name
 from dire.runs import atomic_write_text
@@ -26,13 +26,37 @@ def markdown_table(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 
 
 def to_markdown(rows: Sequence[dict]) -> str:
-    head = ("method", "dataset", "IPC", "eval", "accuracy final (%)", "accuracy best (%)", "Vendi ↑", "Coverage ↑",
-            "intra-class cos ↓", "synthesis ms/img")
+    head = (
+        "method",
+        "dataset",
+        "IPC",
+        "eval",
+        "accuracy final (%)",
+        "accuracy best (%)",
+        "Vendi ↑",
+        "Coverage ↑",
+        "intra-class cos ↓",
+        "synthesis ms/img",
+    )
     # eval: "soft" = students on teacher soft labels, "dc" = the DC/DM/MTT hard-label protocol
-    return markdown_table(head, [(row_name(r), str(r["dataset"]), str(r["ipc"]), r.get("protocol", "soft"),
-                                  mean_pm(r["acc_final"], 2), mean_pm(r["acc_best"], 2), mean_pm(r["vendi"], 3),
-                                  mean_pm(r["coverage"], 3), mean_pm(r["intra_class_cosine"], 3),
-                                  f"{r['synthesis_s_per_image']['mean'] * 1e3:.0f}") for r in rows])
+    return markdown_table(
+        head,
+        [
+            (
+                row_name(r),
+                str(r["dataset"]),
+                str(r["ipc"]),
+                r.get("protocol", "soft"),
+                mean_pm(r["acc_final"], 2),
+                mean_pm(r["acc_best"], 2),
+                mean_pm(r["vendi"], 3),
+                mean_pm(r["coverage"], 3),
+                mean_pm(r["intra_class_cosine"], 3),
+                f"{r['synthesis_s_per_image']['mean'] * 1e3:.0f}",
+            )
+            for r in rows
+        ],
+    )
 
 
 def _csv(records: Sequence[dict], fields: Sequence[str]) -> str:
@@ -47,24 +71,52 @@ def to_csv(rows: Sequence[dict]) -> str:
     fields = ["method", "dire", "variant", "dataset", "ipc", "seeds", "teacher_acc", "protocol"]
     stats = {f"{m}_{s}": (m, s) for m in METRICS for s in ("mean", "std")}
     missing = {"protocol": "soft", "variant": ""}  # rows made before these columns existed
-    return _csv([{**{f: r.get(f, missing.get(f)) for f in fields},
-                  **{k: r[m][s] for k, (m, s) in stats.items()}} for r in rows],
-                fields + list(stats))
+    return _csv(
+        [
+            {**{f: r.get(f, missing.get(f)) for f in fields}, **{k: r[m][s] for k, (m, s) in stats.items()}}
+            for r in rows
+        ],
+        fields + list(stats),
+    )
 
 
 def write_table(rows: Sequence[dict], path_stem: str | Path) -> tuple[Path, Path]:
     """Write ``<stem>.csv`` and ``<stem>.md`` atomically."""
     stem = Path(path_stem)
-    return atomic_write_text(stem.with_suffix(".csv"), to_csv(rows)), atomic_write_text(stem.with_suffix(".md"), to_markdown(rows))
+    return atomic_write_text(stem.with_suffix(".csv"), to_csv(rows)), atomic_write_text(
+        stem.with_suffix(".md"), to_markdown(rows)
+    )
 
 
 def ablation_markdown(rows: Sequence[dict]) -> str:
-    head = ("variant", "accuracy (%)", "Vendi ↑", "Coverage ↑", "intra-class cos ↓", "acc (norm)", "Vendi (norm)",
-            "Coverage (norm)", "intra-cos (norm)")
-    return markdown_table(head, [(r["variant"], mean_pm(r["acc_final"], 2), mean_pm(r["vendi"], 3),
-                                  mean_pm(r["coverage"], 4), mean_pm(r["intra_class_cosine"], 3), f"{r['acc_final_norm']:.2f}",
-                                  f"{r['vendi_norm']:.2f}", f"{r['coverage_norm']:.2f}",
-                                  f"{r['intra_class_cosine_norm']:.2f}") for r in rows])
+    head = (
+        "variant",
+        "accuracy (%)",
+        "Vendi ↑",
+        "Coverage ↑",
+        "intra-class cos ↓",
+        "acc (norm)",
+        "Vendi (norm)",
+        "Coverage (norm)",
+        "intra-cos (norm)",
+    )
+    return markdown_table(
+        head,
+        [
+            (
+                r["variant"],
+                mean_pm(r["acc_final"], 2),
+                mean_pm(r["vendi"], 3),
+                mean_pm(r["coverage"], 4),
+                mean_pm(r["intra_class_cosine"], 3),
+                f"{r['acc_final_norm']:.2f}",
+                f"{r['vendi_norm']:.2f}",
+                f"{r['coverage_norm']:.2f}",
+                f"{r['intra_class_cosine_norm']:.2f}",
+            )
+            for r in rows
+        ],
+    )
 
 
 def cross_architecture_markdown(rows: Sequence[dict]) -> str:
@@ -99,6 +151,19 @@ def rows_to_csv(rows: Sequence[dict]) -> str:
 
 def sweep_markdown(rows: Sequence[dict]) -> str:
     head = ("point", "w", "r_c", "r_e", "val. accuracy (%)", "Vendi ↑", "Coverage ↑", "intra-class cos ↓")
-    return markdown_table(head, [(r["point"], f"{r['weight']:g}", f"{r['r_c']:g}", f"{r['r_e']:g}",
-                                  mean_pm(r["acc_final"], 2), f"{r['vendi']['mean']:.3f}", f"{r['coverage']['mean']:.3f}",
-                                  f"{r['intra_class_cosine']['mean']:.3f}") for r in rows])
+    return markdown_table(
+        head,
+        [
+            (
+                r["point"],
+                f"{r['weight']:g}",
+                f"{r['r_c']:g}",
+                f"{r['r_e']:g}",
+                mean_pm(r["acc_final"], 2),
+                f"{r['vendi']['mean']:.3f}",
+                f"{r['coverage']['mean']:.3f}",
+                f"{r['intra_class_cosine']['mean']:.3f}",
+            )
+            for r in rows
+        ],
+    )

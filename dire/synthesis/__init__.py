@@ -38,5 +38,24 @@ def build_method(name: str, **kwargs) -> Method:
     return METHODS[name](**kwargs)
 
 
-__all__ = ["CDA", "DELT", "DM", "DWA", "GVBSM", "METHODS", "MTT", "UFC", "Context", "DiReConfig", "Method", "SRe2L",
-           "Step", "SynthesisConfig", "Unit", "build_method", "plan_units", "register", "synthesize"]
+__all__ = [
+    "CDA",
+    "DELT",
+    "DM",
+    "DWA",
+    "GVBSM",
+    "METHODS",
+    "MTT",
+    "UFC",
+    "Context",
+    "DiReConfig",
+    "Method",
+    "SRe2L",
+    "Step",
+    "SynthesisConfig",
+    "Unit",
+    "build_method",
+    "plan_units",
+    "register",
+    "synthesize",
+]

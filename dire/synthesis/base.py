@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -52,8 +53,15 @@ class DiReConfig:
     def module(self) -> DiRe | None:
         if not self.enabled:
             return None
-        return DiRe(r_c=self.r_c, r_e=self.r_e, weight=self.weight, official=self.official, terms=self.terms,
-                    logdet_eps=self.logdet_eps, edm_coreset=self.edm_coreset)
+        return DiRe(
+            r_c=self.r_c,
+            r_e=self.r_e,
+            weight=self.weight,
+            official=self.official,
+            terms=self.terms,
+            logdet_eps=self.logdet_eps,
+            edm_coreset=self.edm_coreset,
+        )
 
 
 @dataclass
@@ -102,7 +110,9 @@ def plan_units(config: SynthesisConfig, num_classes: int) -> list[Unit]:
     config.validate(num_classes)
     k = config.classes_per_unit or num_classes
     blocks = [tuple(range(s, min(s + k, num_classes))) for s in range(0, num_classes, k)]
-    chunks = [tuple(range(s, min(s + config.ipc_per_unit, config.ipc))) for s in range(0, config.ipc, config.ipc_per_unit)]
+    chunks = [
+        tuple(range(s, min(s + config.ipc_per_unit, config.ipc))) for s in range(0, config.ipc, config.ipc_per_unit)
+    ]
     return [Unit(b, c, classes, slots) for b, classes in enumerate(blocks) for c, slots in enumerate(chunks)]
 
 
@@ -158,9 +168,11 @@ class Step:
     labels: torch.Tensor | None = None  # labels of ``embeddings`` when they are not the unit's labels
     logs: dict = field(default_factory=dict)
     bank: RealBank | Callable[[], RealBank] | None = None  # real bank of ``embeddings``' network; None = ctx.bank
-    more: list["Step"] = field(default_factory=list)
+    more: list[Step] = field(default_factory=list)
 
-    def dire_groups(self, labels: torch.Tensor, bank: RealBank | None) -> list[tuple[torch.Tensor, torch.Tensor, RealBank]]:
+    def dire_groups(
+        self, labels: torch.Tensor, bank: RealBank | None
+    ) -> list[tuple[torch.Tensor, torch.Tensor, RealBank]]:
         groups = []
         for step in [self, *self.more]:
             if step.embeddings is None:
@@ -174,13 +186,15 @@ class Step:
         return groups
 
 
-METHODS: dict[str, type["Method"]] = {}
+METHODS: dict[str, type[Method]] = {}
 
 
-def register(cls: type["Method"]) -> type["Method"]:
+def register(cls: type[Method]) -> type[Method]:
     """Class decorator: add a method to :data:`METHODS` under its ``name``; a name may be registered once."""
     if cls.name in METHODS:
-        raise ValueError(f"a synthesis method named {cls.name!r} is already registered ({METHODS[cls.name].__qualname__})")
+        raise ValueError(
+            f"a synthesis method named {cls.name!r} is already registered ({METHODS[cls.name].__qualname__})"
+        )
     METHODS[cls.name] = cls
     return cls
 
@@ -226,7 +240,9 @@ class Method:
             return torch.randn(shape, generator=generator)
         return torch.cat([real_init(ctx, c, unit.slots) for c in unit.classes])
 
-    def start_unit(self, ctx: Context, unit: Unit, images: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+    def start_unit(
+        self, ctx: Context, unit: Unit, images: torch.Tensor, generator: torch.Generator
+    ) -> list[torch.Tensor]:
         """Tensors to optimise for this unit; by default the images themselves."""
         return [images.requires_grad_()]
 
@@ -238,8 +254,9 @@ class Method:
         """The current synthetic images from the optimised tensors."""
         return params[0]
 
-    def stored(self, ctx: Context, unit: Unit, params: Sequence[torch.Tensor],
-               labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def stored(
+        self, ctx: Context, unit: Unit, params: Sequence[torch.Tensor], labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """What the unit saves: by default the optimised images and their labels (UFC adds more)."""
         return self.images(params), labels
 
@@ -247,8 +264,15 @@ class Method:
         """Other learned tensors saved with the unit and in ``synthetic.pt`` (MTT: its learned ``syn_lr``)."""
         return {}
 
-    def loss(self, ctx: Context, unit: Unit, images: torch.Tensor, labels: torch.Tensor, iteration: int,
-             generator: torch.Generator) -> Step:
+    def loss(
+        self,
+        ctx: Context,
+        unit: Unit,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        iteration: int,
+        generator: torch.Generator,
+    ) -> Step:
         raise NotImplementedError
 
     @torch.no_grad()
@@ -311,8 +335,11 @@ def run_unit(method: Method, ctx: Context, unit: Unit, dire: DiRe | None) -> dic
     with torch.no_grad():
         images, stored_labels = method.stored(ctx, unit, params, labels)
         extras = {k: v.detach().cpu() for k, v in method.extras(ctx, unit, params).items()}
-    result = {"images": to_uint8(images, ctx.info), "labels": stored_labels.cpu(),
-              "seconds": torch.tensor(time.perf_counter() - start, dtype=torch.float64)}
+    result = {
+        "images": to_uint8(images, ctx.info),
+        "labels": stored_labels.cpu(),
+        "seconds": torch.tensor(time.perf_counter() - start, dtype=torch.float64),
+    }
     if extras:
         result["extras"] = extras
     return result
@@ -331,8 +358,9 @@ def _assemble_extras(parts: list[dict]) -> dict[str, torch.Tensor]:
     return out
 
 
-def synthesize(method: Method, ctx: Context, *, out_dir: str | Path, dire: DiReConfig | None = None,
-               progress: bool = True) -> dict[str, torch.Tensor]:
+def synthesize(
+    method: Method, ctx: Context, *, out_dir: str | Path, dire: DiReConfig | None = None, progress: bool = True
+) -> dict[str, torch.Tensor]:
     """Run (or resume) every unit and assemble ``synthetic.pt``: uint8 ``images`` [N, C, H, W], ``labels`` [N],
     ``seconds`` (summed optimisation time of the units), and any :meth:`Method.extras` by name."""
     out_dir = Path(out_dir)
@@ -352,8 +380,11 @@ def synthesize(method: Method, ctx: Context, *, out_dir: str | Path, dire: DiReC
         atomic_save(result, out_dir / f"{unit.name}.pt")
         method.end_unit(ctx, unit)
     parts = [load(out_dir / f"{u.name}.pt") for u in units]
-    synthetic = {"images": torch.cat([p["images"] for p in parts]), "labels": torch.cat([p["labels"] for p in parts]),
-                 "seconds": sum(p["seconds"] for p in parts),  # optimisation time of all units, wherever they ran
-                 **_assemble_extras(parts)}
+    synthetic = {
+        "images": torch.cat([p["images"] for p in parts]),
+        "labels": torch.cat([p["labels"] for p in parts]),
+        "seconds": sum(p["seconds"] for p in parts),  # optimisation time of all units, wherever they ran
+        **_assemble_extras(parts),
+    }
     atomic_save(synthetic, final)
     return synthetic

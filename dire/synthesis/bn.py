@@ -39,9 +39,9 @@ class BNStatistics:
             x = inputs[0]
             mean = x.mean(dim=(0, 2, 3))
             var = x.var(dim=(0, 2, 3), unbiased=False)
-            self.gaps[index] = self.r_var * torch.linalg.vector_norm(module.running_var - var) + torch.linalg.vector_norm(
-                module.running_mean - mean
-            )
+            self.gaps[index] = self.r_var * torch.linalg.vector_norm(
+                module.running_var - var
+            ) + torch.linalg.vector_norm(module.running_mean - mean)
 
         return hook
 
@@ -56,7 +56,7 @@ class BNStatistics:
             h.remove()
         self._handles = []
 
-    def __enter__(self) -> "BNStatistics":
+    def __enter__(self) -> BNStatistics:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -53,7 +53,9 @@ class CDA(SRe2L):
         if self.curriculum not in CURRICULA:
             raise ValueError(f"curriculum must be one of {CURRICULA}; got {self.curriculum!r}")
         if not 0 <= self.milestone <= 1 or not 0 < self.min_scale <= 1:
-            raise ValueError(f"expected milestone in [0, 1] and min_scale in (0, 1]; got {self.milestone}, {self.min_scale}")
+            raise ValueError(
+                f"expected milestone in [0, 1] and min_scale in (0, 1]; got {self.milestone}, {self.min_scale}"
+            )
         if self.crop_scale is not None:
             raise ValueError("CDA sets the crop scale by its curriculum; leave crop_scale unset")
 

@@ -43,14 +43,19 @@ def join_rounds(n_images: int, iterations: int, round_iterations: int) -> list[i
 
 
 @torch.no_grad()
-def median_confidence_images(teacher: torch.nn.Module, images: torch.Tensor, cls: int, k: int, *,
-                             batch_size: int = 512) -> torch.Tensor:
+def median_confidence_images(
+    teacher: torch.nn.Module, images: torch.Tensor, cls: int, k: int, *, batch_size: int = 512
+) -> torch.Tensor:
     """The ``k`` images whose teacher probability of ``cls`` lies around the median (the middle of the ranking)."""
     if len(images) < k:
         raise ValueError(f"class {cls} has {len(images)} real images, fewer than ipc={k}")
     device = next(teacher.parameters()).device
-    scores = torch.cat([teacher(images[i : i + batch_size].to(device)).softmax(1)[:, cls].cpu()
-                        for i in range(0, len(images), batch_size)])
+    scores = torch.cat(
+        [
+            teacher(images[i : i + batch_size].to(device)).softmax(1)[:, cls].cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+    )
     order = torch.argsort(scores, stable=True)
     start = (len(images) - k) // 2
     return images[order[start : start + k]]
@@ -86,8 +91,15 @@ class DELT(CDA):
         mask = torch.tensor(per_class * len(unit.classes)) <= current
         return mask.nonzero().squeeze(1)
 
-    def loss(self, ctx: Context, unit: Unit, images: torch.Tensor, labels: torch.Tensor, iteration: int,
-             generator: torch.Generator) -> Step:
+    def loss(
+        self,
+        ctx: Context,
+        unit: Unit,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        iteration: int,
+        generator: torch.Generator,
+    ) -> Step:
         idx = self.active(ctx, unit, iteration).to(images.device)
         active_labels = labels[idx]
         step = super().loss(ctx, unit, images[idx], active_labels, iteration, generator)

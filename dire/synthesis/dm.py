@@ -30,19 +30,19 @@ forward pass (DM embeds these real images anyway) and, like the synthetic side, 
 augmented with the class's Siamese transform.
 
 Pixels are clamped to the valid range after each step (the loop's convention, since the set is
-stored as 8-bit pixels; the reference does not clamp). Settings not used by DM: ``SynthesisConfig.lr`` and ``betas`` (the pixel optimiser
-is SGD with ``lr_img``); ``SynthesisConfig.init`` unless ``init=None``.
+stored as 8-bit pixels; the reference does not clamp). Settings not used by DM: ``SynthesisConfig.lr``
+and ``betas`` (the pixel optimiser is SGD with ``lr_img``); ``SynthesisConfig.init`` unless ``init=None``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 
-from dire.data.dsa import STRATEGY, DSA
+from dire.data.dsa import DSA, STRATEGY
 from dire.nets.models import build_model, features_and_logits
 from dire.regularizer import RealBank
 from dire.synthesis.base import Context, Method, Step, Unit, real_init, register
@@ -59,9 +59,13 @@ def fresh_network(model: str, ctx: Context, generator: torch.Generator) -> nn.Mo
     return net.to(ctx.device).train().requires_grad_(False)
 
 
-def mean_embedding_loss(net: nn.Module, real: Sequence[torch.Tensor], syn: Sequence[torch.Tensor],
-                        seeds: Sequence[int], augment: Callable[..., torch.Tensor] | None
-                        ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+def mean_embedding_loss(
+    net: nn.Module,
+    real: Sequence[torch.Tensor],
+    syn: Sequence[torch.Tensor],
+    seeds: Sequence[int],
+    augment: Callable[..., torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """DM's loss over classes: real[k] and syn[k] are class k's batches, augmented with ``seeds[k]``.
 
     Returns the loss summed over classes, the synthetic embeddings (classes concatenated in order) and
@@ -69,8 +73,10 @@ def mean_embedding_loss(net: nn.Module, real: Sequence[torch.Tensor], syn: Seque
     images, so a class's terms do not depend on how many classes share the call.
     """
     if not len(real) == len(syn) == len(seeds):
-        raise ValueError(f"expected one real batch, one synthetic batch and one seed per class; "
-                         f"got {len(real)}, {len(syn)}, {len(seeds)}")
+        raise ValueError(
+            f"expected one real batch, one synthetic batch and one seed per class; "
+            f"got {len(real)}, {len(syn)}, {len(seeds)}"
+        )
     if augment is not None:
         real = [augment(r, seed=s) for r, s in zip(real, seeds)]
         syn = [augment(x, seed=s) for x, s in zip(syn, seeds)]
@@ -101,8 +107,10 @@ class DM(Method):
     def setup(self, ctx: Context) -> None:
         cfg = ctx.config
         if cfg.ipc_per_unit < cfg.ipc:
-            raise ValueError(f"DM matches the mean embedding of all of a class's images, so they must be optimised "
-                             f"together: set ipc_per_unit = ipc ({cfg.ipc}); got ipc_per_unit={cfg.ipc_per_unit}")
+            raise ValueError(
+                f"DM matches the mean embedding of all of a class's images, so they must be optimised "
+                f"together: set ipc_per_unit = ipc ({cfg.ipc}); got ipc_per_unit={cfg.ipc_per_unit}"
+            )
         if self.batch_real < 1 or self.lr_img <= 0:
             raise ValueError(f"expected batch_real >= 1 and lr_img > 0; got {self.batch_real}, {self.lr_img}")
         if self.init not in (None, "real", "noise"):
@@ -114,8 +122,13 @@ class DM(Method):
             return torch.cat([real_init(ctx, c, unit.slots) for c in unit.classes])
         if self.init == "noise":
             info = ctx.info
-            return torch.randn(len(unit.classes) * len(unit.slots), info.channels, info.image_size, info.image_size,
-                               generator=generator)
+            return torch.randn(
+                len(unit.classes) * len(unit.slots),
+                info.channels,
+                info.image_size,
+                info.image_size,
+                generator=generator,
+            )
         return super().init_images(ctx, unit, generator)
 
     def optimizer(self, ctx: Context, params: list[torch.Tensor]) -> torch.optim.Optimizer:
@@ -130,8 +143,15 @@ class DM(Method):
         idx = torch.randperm(len(pool), generator=generator)[: self.batch_real]
         return pool[idx.to(pool.device)]
 
-    def loss(self, ctx: Context, unit: Unit, images: torch.Tensor, labels: torch.Tensor, iteration: int,
-             generator: torch.Generator) -> Step:
+    def loss(
+        self,
+        ctx: Context,
+        unit: Unit,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        iteration: int,
+        generator: torch.Generator,
+    ) -> Step:
         net = fresh_network(self.model, ctx, generator)
         real = [self.real_batch(ctx, c, generator) for c in unit.classes]
         seeds = [int(torch.randint(2**62, (1,), generator=generator)) for _ in unit.classes]

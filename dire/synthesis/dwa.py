@@ -37,8 +37,9 @@ from dire.synthesis.base import Context, Unit, real_init, register
 from dire.synthesis.sre2l import SRe2L
 
 
-def perturb_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, rho: float = 15e-3,
-                    steps: int = 12) -> nn.Module:
+def perturb_weights(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, rho: float = 15e-3, steps: int = 12
+) -> nn.Module:
     """A copy of ``model`` moved by ``steps`` normalised CE-ascent steps of length ``rho / steps`` each
     (so the total displacement has norm at most ``rho``, exactly ``rho`` when ``steps == 1``)."""
     if rho < 0 or steps < 1:
@@ -69,10 +70,13 @@ class DWA(SRe2L):
     def init_images(self, ctx: Context, unit: Unit, generator: torch.Generator) -> torch.Tensor:
         return torch.cat([real_init(ctx, c, unit.slots) for c in unit.classes])  # DWA always starts from real images
 
-    def start_unit(self, ctx: Context, unit: Unit, images: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+    def start_unit(
+        self, ctx: Context, unit: Unit, images: torch.Tensor, generator: torch.Generator
+    ) -> list[torch.Tensor]:
         jittered = random_roll(images, self.jitter, generator, symmetric=self.symmetric_jitter)
-        ctx.extra["dwa_teacher"] = perturb_weights(ctx.teacher, jittered, unit.labels(images.device), rho=self.rho,
-                                                   steps=self.steps)
+        ctx.extra["dwa_teacher"] = perturb_weights(
+            ctx.teacher, jittered, unit.labels(images.device), rho=self.rho, steps=self.steps
+        )
         return super().start_unit(ctx, unit, images, generator)
 
     def teacher(self, ctx: Context) -> nn.Module:

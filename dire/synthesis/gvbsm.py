@@ -59,8 +59,11 @@ def feature_statistics(x: torch.Tensor, *, patch: int = 4) -> dict[str, torch.Te
     hh, ww = patch * math.ceil(h / patch), patch * math.ceil(w / patch)
     if (hh, ww) != (h, w):
         x = F.interpolate(x, size=(hh, ww), mode="bilinear", align_corners=False)
-    blocks = x.reshape(n, c, hh // patch, patch, ww // patch, patch).permute(2, 4, 0, 1, 3, 5).reshape(
-        (hh // patch) * (ww // patch), -1)
+    blocks = (
+        x.reshape(n, c, hh // patch, patch, ww // patch, patch)
+        .permute(2, 4, 0, 1, 3, 5)
+        .reshape((hh // patch) * (ww // patch), -1)
+    )
     return {"mean": mean, "var": var, "patch_mean": blocks.mean(1), "patch_var": blocks.var(1, unbiased=False)}
 
 
@@ -69,8 +72,15 @@ def _conv_layers(model: nn.Module) -> list[nn.Conv2d]:
 
 
 @torch.no_grad()
-def conv_statistics(model: nn.Module, dataset, *, batch_size: int = 64, max_images: int | None = None,
-                    device: str | torch.device = "cpu", cache: str | Path | None = None) -> list[dict[str, torch.Tensor]]:
+def conv_statistics(
+    model: nn.Module,
+    dataset,
+    *,
+    batch_size: int = 64,
+    max_images: int | None = None,
+    device: str | torch.device = "cpu",
+    cache: str | Path | None = None,
+) -> list[dict[str, torch.Tensor]]:
     """Real-data targets of every Conv2d input of ``model``: batch statistics averaged over the training set
     (weighted by batch size), in module order; cached at ``cache`` when given."""
     if cache is not None and Path(cache).exists():
@@ -85,8 +95,12 @@ def conv_statistics(model: nn.Module, dataset, *, batch_size: int = 64, max_imag
         def fn(_m, inputs, _out):
             stats = feature_statistics(inputs[0])
             b = len(inputs[0])
-            sums[i] = {k: v * b for k, v in stats.items()} if sums[i] is None else \
-                {k: sums[i][k] + v * b for k, v in stats.items()}
+            sums[i] = (
+                {k: v * b for k, v in stats.items()}
+                if sums[i] is None
+                else {k: sums[i][k] + v * b for k, v in stats.items()}
+            )
+
         return fn
 
     handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(layers)]
@@ -113,10 +127,19 @@ class StatisticsMatcher:
     """Hooks on one teacher's BN and Conv2d inputs that score the next forward against the targets,
     with the EMA straight-through trick and random dropping of Conv terms."""
 
-    def __init__(self, model: nn.Module, conv_targets: list[dict[str, torch.Tensor]], *, momentum: float = 0.8,
-                 drop_rate: float = 0.4):
-        self.layers = [(m, "bn") if isinstance(m, nn.BatchNorm2d) else (m, "conv") for m in model.modules()
-                       if isinstance(m, (nn.BatchNorm2d, nn.Conv2d))]
+    def __init__(
+        self,
+        model: nn.Module,
+        conv_targets: list[dict[str, torch.Tensor]],
+        *,
+        momentum: float = 0.8,
+        drop_rate: float = 0.4,
+    ):
+        self.layers = [
+            (m, "bn") if isinstance(m, nn.BatchNorm2d) else (m, "conv")
+            for m in model.modules()
+            if isinstance(m, (nn.BatchNorm2d, nn.Conv2d))
+        ]
         convs = [m for m, kind in self.layers if kind == "conv"]
         if len(convs) != len(conv_targets):
             raise ValueError(f"got statistics for {len(conv_targets)} conv layers but the model has {len(convs)}")
@@ -140,17 +163,20 @@ class StatisticsMatcher:
             target = {k: v.to(x.device) for k, v in self.targets[i].items()}
         with torch.no_grad():
             prev = self.ema[i]
-            self.ema[i] = {k: v.detach() if prev is None else self.momentum * prev[k] + (1 - self.momentum) * v.detach()
-                           for k, v in current.items()}
+            self.ema[i] = {
+                k: v.detach() if prev is None else self.momentum * prev[k] + (1 - self.momentum) * v.detach()
+                for k, v in current.items()
+            }
         return sum(torch.linalg.vector_norm(target[k] - (self.ema[i][k] + v - v.detach())) for k, v in current.items())
 
-    def __enter__(self) -> "StatisticsMatcher":
+    def __enter__(self) -> StatisticsMatcher:
         self.terms = [torch.zeros(())] * len(self.layers)
 
         def hook(i):
             def fn(module, inputs, _out):
                 if self.keep[i]:
                     self.terms[i] = self._term(i, module, inputs[0])
+
             return fn
 
         self._handles = [m.register_forward_hook(hook(i)) for i, (m, _) in enumerate(self.layers)]
@@ -211,7 +237,9 @@ class GVBSM(Method):
             targets = conv_statistics(teacher, ctx.dataset, max_images=self.stats_images, device=ctx.device, cache=path)
             self.matchers.append(StatisticsMatcher(teacher, targets, momentum=self.momentum, drop_rate=self.drop_rate))
 
-    def start_unit(self, ctx: Context, unit: Unit, images: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+    def start_unit(
+        self, ctx: Context, unit: Unit, images: torch.Tensor, generator: torch.Generator
+    ) -> list[torch.Tensor]:
         for m in self.matchers:
             m.reset()
         return super().start_unit(ctx, unit, images, generator)
@@ -226,8 +254,15 @@ class GVBSM(Method):
         shifts = tuple(int(v) for v in torch.randint(0, self.jitter + 1, (2,), generator=generator))
         return torch.roll(x, shifts=shifts, dims=(2, 3))
 
-    def loss(self, ctx: Context, unit: Unit, images: torch.Tensor, labels: torch.Tensor, iteration: int,
-             generator: torch.Generator) -> Step:
+    def loss(
+        self,
+        ctx: Context,
+        unit: Unit,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        iteration: int,
+        generator: torch.Generator,
+    ) -> Step:
         k = iteration % len(ctx.teachers)  # round-robin over the teachers
         teacher, matcher = ctx.teachers[k], self.matchers[k]
         x = self.augment(images, generator)

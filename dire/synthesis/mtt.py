@@ -36,17 +36,17 @@ and rows of our own for Fashion-MNIST and digits (no published MTT path; see the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from dire.data.dsa import STRATEGY, DSA
-from dire.nets.models import build_model, features_and_logits
+from dire.data.dsa import DSA, STRATEGY
 from dire.nets.experts import Experts
+from dire.nets.models import build_model, features_and_logits
 from dire.regularizer import RealBank
 from dire.synthesis.base import Context, Method, Step, Unit, pixel_bounds, real_init, register
 
@@ -136,12 +136,16 @@ class MTT(Method):
     def setup(self, ctx: Context) -> None:
         cfg = ctx.config
         if cfg.ipc_per_unit < cfg.ipc or (cfg.classes_per_unit not in (None, ctx.info.num_classes)):
-            raise ValueError("MTT trains the student on the whole synthetic set: use one unit "
-                             f"(ipc_per_unit = ipc = {cfg.ipc}, classes_per_unit = None); "
-                             f"got ipc_per_unit={cfg.ipc_per_unit}, classes_per_unit={cfg.classes_per_unit}")
+            raise ValueError(
+                "MTT trains the student on the whole synthetic set: use one unit "
+                f"(ipc_per_unit = ipc = {cfg.ipc}, classes_per_unit = None); "
+                f"got ipc_per_unit={cfg.ipc_per_unit}, classes_per_unit={cfg.classes_per_unit}"
+            )
         if self.syn_steps < 1 or self.expert_epochs < 1 or self.max_start_epoch < 1:
-            raise ValueError(f"expected syn_steps, expert_epochs, max_start_epoch >= 1; got {self.syn_steps}, "
-                             f"{self.expert_epochs}, {self.max_start_epoch}")
+            raise ValueError(
+                f"expected syn_steps, expert_epochs, max_start_epoch >= 1; got {self.syn_steps}, "
+                f"{self.expert_epochs}, {self.max_start_epoch}"
+            )
         if self.init not in (None, "real", "noise"):
             raise ValueError(f"init must be 'real', 'noise' or None; got {self.init!r}")
         if ctx.experts is not None:
@@ -149,25 +153,37 @@ class MTT(Method):
         elif self.experts_dir:
             self._experts = Experts(self.experts_dir, limit=self.num_experts)
         else:
-            raise ValueError("MTT needs expert trajectories: pass ctx.experts (dire.nets.experts.Experts) or set "
-                             "experts_dir to a folder written by dire.nets.experts.train_experts")
+            raise ValueError(
+                "MTT needs expert trajectories: pass ctx.experts (dire.nets.experts.Experts) or set "
+                "experts_dir to a folder written by dire.nets.experts.train_experts"
+            )
         if self._experts.dataset != ctx.info.name:
-            raise ValueError(f"the experts in {self._experts.folder} were trained on {self._experts.dataset!r}, "
-                             f"not {ctx.info.name!r}")
+            raise ValueError(
+                f"the experts in {self._experts.folder} were trained on {self._experts.dataset!r}, "
+                f"not {ctx.info.name!r}"
+            )
         if self.max_start_epoch - 1 + self.expert_epochs > self._experts.epochs:
-            raise ValueError(f"max_start_epoch - 1 + expert_epochs = {self.max_start_epoch - 1 + self.expert_epochs} "
-                             f"exceeds the experts' {self._experts.epochs} epochs; train longer experts or lower them")
+            raise ValueError(
+                f"max_start_epoch - 1 + expert_epochs = {self.max_start_epoch - 1 + self.expert_epochs} "
+                f"exceeds the experts' {self._experts.epochs} epochs; train longer experts or lower them"
+            )
         info = ctx.info
-        net = build_model(self._experts.config.model, num_classes=info.num_classes, in_channels=info.channels,
-                          image_size=info.image_size)
+        net = build_model(
+            self._experts.config.model,
+            num_classes=info.num_classes,
+            in_channels=info.channels,
+            image_size=info.image_size,
+        )
         self._wrapper = _EmbedAndLogits(net).to(ctx.device).train().requires_grad_(False)
         named = list(self._wrapper.named_parameters())
         self._names = [n for n, _ in named]
         self._shapes = [p.shape for _, p in named]
         self._numels = [p.numel() for _, p in named]
         if sum(self._numels) != self._experts.trajectory(0).shape[1]:
-            raise ValueError(f"the experts have {self._experts.trajectory(0).shape[1]} parameters but "
-                             f"{self._experts.config.model} has {sum(self._numels)}")
+            raise ValueError(
+                f"the experts have {self._experts.trajectory(0).shape[1]} parameters but "
+                f"{self._experts.config.model} has {sum(self._numels)}"
+            )
         zca = self._experts.zca()
         self._zca = zca.to(ctx.device) if zca is not None else None
         self._augment = DSA(self.dsa_strategy) if self.dsa else None
@@ -189,20 +205,30 @@ class MTT(Method):
             x = torch.cat([real_init(ctx, c, unit.slots) for c in unit.classes])
         elif self.init == "noise":
             info = ctx.info
-            x = torch.randn(len(unit.classes) * len(unit.slots), info.channels, info.image_size, info.image_size,
-                            generator=generator)
+            x = torch.randn(
+                len(unit.classes) * len(unit.slots),
+                info.channels,
+                info.image_size,
+                info.image_size,
+                generator=generator,
+            )
         else:
             x = super().init_images(ctx, unit, generator)
         return self._zca(x.to(ctx.device)) if self._zca is not None else x
 
-    def start_unit(self, ctx: Context, unit: Unit, images: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+    def start_unit(
+        self, ctx: Context, unit: Unit, images: torch.Tensor, generator: torch.Generator
+    ) -> list[torch.Tensor]:
         # the optimiser updates syn_lr in place, so loss() reads the current value through this reference
         self._syn_lr = torch.tensor(float(self.lr_teacher), device=images.device).requires_grad_()
         return [images.requires_grad_(), self._syn_lr]
 
     def optimizer(self, ctx: Context, params: list[torch.Tensor]) -> torch.optim.Optimizer:
-        return torch.optim.SGD([{"params": [params[0]], "lr": self.lr_img},
-                                {"params": [params[1]], "lr": self.lr_lr}], lr=self.lr_img, momentum=self.momentum)
+        return torch.optim.SGD(
+            [{"params": [params[0]], "lr": self.lr_img}, {"params": [params[1]], "lr": self.lr_lr}],
+            lr=self.lr_img,
+            momentum=self.momentum,
+        )
 
     @torch.no_grad()
     def after_step(self, ctx: Context, params: Sequence[torch.Tensor]) -> None:
@@ -210,8 +236,9 @@ class MTT(Method):
             lo, hi = pixel_bounds(ctx, params[0].device)
             params[0].copy_(torch.maximum(torch.minimum(params[0], hi), lo))
 
-    def stored(self, ctx: Context, unit: Unit, params: Sequence[torch.Tensor],
-               labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def stored(
+        self, ctx: Context, unit: Unit, params: Sequence[torch.Tensor], labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         images = params[0]
         return (self._zca.inverse(images) if self._zca is not None else images), labels
 
@@ -223,9 +250,15 @@ class MTT(Method):
         params = {n: t.view(s) for n, t, s in zip(self._names, tensors, self._shapes)}
         return functional_call(self._wrapper, params, (x,))
 
-    def trajectory_loss(self, images: torch.Tensor, labels: torch.Tensor, syn_lr: torch.Tensor, expert: int,
-                        start_epoch: int, generator: torch.Generator
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def trajectory_loss(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        syn_lr: torch.Tensor,
+        expert: int,
+        start_epoch: int,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The normalised trajectory-matching loss from expert ``expert``'s epoch ``start_epoch``.
 
         Returns (loss, embeddings and labels of the first unrolled step's batch, θ*_t).
@@ -242,7 +275,7 @@ class MTT(Method):
         w = start.clone().requires_grad_(True)
         order = torch.empty(0, dtype=torch.long)
         first = None
-        for step in range(self.syn_steps):
+        for _ in range(self.syn_steps):
             if len(order) < batch:  # a fresh permutation once the current one is used up
                 order = torch.cat([order, torch.randperm(n, generator=generator)])
             idx, order = order[:batch].to(images.device), order[batch:]
@@ -256,21 +289,36 @@ class MTT(Method):
             w = w - syn_lr * grad
         span = ((start - target) ** 2).sum()
         if not span > 0:
-            raise ValueError(f"expert {expert} did not move between epochs {start_epoch} and "
-                             f"{start_epoch + self.expert_epochs}; check the experts")
+            raise ValueError(
+                f"expert {expert} did not move between epochs {start_epoch} and "
+                f"{start_epoch + self.expert_epochs}; check the experts"
+            )
         return ((w - target) ** 2).sum() / span, first[0], first[1], start
 
-    def loss(self, ctx: Context, unit: Unit, images: torch.Tensor, labels: torch.Tensor, iteration: int,
-             generator: torch.Generator) -> Step:
+    def loss(
+        self,
+        ctx: Context,
+        unit: Unit,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        iteration: int,
+        generator: torch.Generator,
+    ) -> Step:
         expert = int(torch.randint(len(self._experts), (1,), generator=generator))
         start_epoch = int(torch.randint(self.max_start_epoch, (1,), generator=generator))
         loss, z, y, theta = self.trajectory_loss(images, labels, self._syn_lr, expert, start_epoch, generator)
-        return Step(loss, z, labels=y, bank=lambda: self.bank(ctx, theta),
-                    logs={"mtt": loss.detach(), "syn_lr": self._syn_lr.detach().clone()})
+        return Step(
+            loss,
+            z,
+            labels=y,
+            bank=lambda: self.bank(ctx, theta),
+            logs={"mtt": loss.detach(), "syn_lr": self._syn_lr.detach().clone()},
+        )
 
     def bank(self, ctx: Context, theta: torch.Tensor) -> RealBank:
         """The fixed real sample embedded with θ (no gradient), grouped by class."""
         with torch.no_grad():
             z, _ = self._forward(theta, self._bank_images)
-        return RealBank.from_dict({c: z[self._bank_labels == c] for c in range(ctx.info.num_classes)},
-                                  num_classes=ctx.info.num_classes)
+        return RealBank.from_dict(
+            {c: z[self._bank_labels == c] for c in range(ctx.info.num_classes)}, num_classes=ctx.info.num_classes
+        )

@@ -53,8 +53,15 @@ class SRe2L(Method):
         """The network this unit matches (DWA swaps in a perturbed copy)."""
         return ctx.teacher
 
-    def loss(self, ctx: Context, unit: Unit, images: torch.Tensor, labels: torch.Tensor, iteration: int,
-             generator: torch.Generator) -> Step:
+    def loss(
+        self,
+        ctx: Context,
+        unit: Unit,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        iteration: int,
+        generator: torch.Generator,
+    ) -> Step:
         x = self.augment(ctx, images, iteration, generator)
         teacher = self.teacher(ctx)
         with BNStatistics(teacher, r_var=self.r_var) as bn:

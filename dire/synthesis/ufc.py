@@ -29,8 +29,8 @@ embedding space, against that teacher's real bank (one DiRe group per teacher).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,8 +45,10 @@ def ufc_ipc_init(ipc: int, num_teachers: int, num_classes: int) -> int:
     """Real images per class that keep real images + compensators within ``ipc`` images per class."""
     n = int(ipc // (num_teachers / num_classes + 1))
     if n < 1:
-        raise ValueError(f"IPC {ipc} leaves no real image per class for {num_teachers} compensators over "
-                         f"{num_classes} classes; raise the IPC or use fewer teachers")
+        raise ValueError(
+            f"IPC {ipc} leaves no real image per class for {num_teachers} compensators over "
+            f"{num_classes} classes; raise the IPC or use fewer teachers"
+        )
     return n
 
 
@@ -62,13 +64,16 @@ class UFC(Method):
 
     def units(self, ctx: Context) -> list[Unit]:
         n = ufc_ipc_init(ctx.config.ipc, len(ctx.teachers), ctx.info.num_classes)
-        return plan_units(dataclasses.replace(ctx.config, ipc=n, ipc_per_unit=1, classes_per_unit=None),
-                          ctx.info.num_classes)
+        return plan_units(
+            dataclasses.replace(ctx.config, ipc=n, ipc_per_unit=1, classes_per_unit=None), ctx.info.num_classes
+        )
 
     def init_images(self, ctx: Context, unit: Unit, generator: torch.Generator) -> torch.Tensor:
         return torch.cat([real_init(ctx, c, unit.slots) for c in unit.classes])  # compensators act on real images
 
-    def start_unit(self, ctx: Context, unit: Unit, images: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+    def start_unit(
+        self, ctx: Context, unit: Unit, images: torch.Tensor, generator: torch.Generator
+    ) -> list[torch.Tensor]:
         self.real = images.detach()
         return [torch.zeros_like(images[:1]).requires_grad_() for _ in ctx.teachers]
 
@@ -76,8 +81,15 @@ class UFC(Method):
         """The compensated images, teacher by teacher: [M · n, C, H, W]."""
         return torch.cat([self.real + u for u in params])
 
-    def loss(self, ctx: Context, unit: Unit, images: torch.Tensor, labels: torch.Tensor, iteration: int,
-             generator: torch.Generator) -> Step:
+    def loss(
+        self,
+        ctx: Context,
+        unit: Unit,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        iteration: int,
+        generator: torch.Generator,
+    ) -> Step:
         n, steps = len(self.real), []
         for k, teacher in enumerate(ctx.teachers):
             x = random_roll(images[k * n : (k + 1) * n], self.jitter, generator)
@@ -87,14 +99,16 @@ class UFC(Method):
             loss = F.cross_entropy(logits, labels) + self.r_bn * bn_loss
             steps.append(Step(loss, z, labels=labels, bank=ctx.bank_of(k)))
         total = sum(s.loss for s in steps)
-        return Step(total, steps[0].embeddings, labels=labels, bank=steps[0].bank, more=steps[1:],
-                    logs={"loss": total.detach()})
+        return Step(
+            total, steps[0].embeddings, labels=labels, bank=steps[0].bank, more=steps[1:], logs={"loss": total.detach()}
+        )
 
     def after_step(self, ctx: Context, params: Sequence[torch.Tensor]) -> None:
         """No clamp on the compensators; stored images are clipped to valid pixels when quantised."""
 
-    def stored(self, ctx: Context, unit: Unit, params: Sequence[torch.Tensor],
-               labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def stored(
+        self, ctx: Context, unit: Unit, params: Sequence[torch.Tensor], labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The plain real images, then the real images plus each compensator."""
         return torch.cat([self.real, self.images(params)]), labels.repeat(len(params) + 1)
 
