@@ -25,89 +25,65 @@ from dire.evaluation.soft import evaluate_synthetic
 
 
 @dataclass(frozen=True)
+class Students:
+    """What a protocol needs to train and score students on a synthetic set (fields a protocol does not use
+    are ignored: the soft protocol reads ``recipe`` and ``labeller``, the DC protocol ``zca`` and ``epochs``)."""
+
+    test_set: ImageDataset  # what students are scored on
+    seeds: Sequence[int]  # one student per seed
+    arch: str  # student architecture
+    recipe: Any = None  # soft: the dire.nets.train.Recipe
+    labeller: torch.nn.Module | None = None  # soft: the network giving soft labels (a teacher or an ensemble)
+    labeller_key: Any = None  # soft: the labeller's cache key
+    zca: Any = None  # dc: the whitening the set was synthesised under (MTT with ZCA)
+    epochs: int | None = None  # dc: overrides the protocol's epochs
+    device: str | torch.device = "cpu"
+    cache_key: dict | None = None  # each seed's result is cached under this key (None: not cached)
+    runs_root: str | Path | None = None
+
+
+@dataclass(frozen=True)
 class Protocol:
     """A student protocol: its name, whether it trains with a soft-label recipe, and how it evaluates."""
 
     name: str
     uses_recipe: bool  # True: students follow a dire.nets.train.Recipe (and student_overrides apply)
 
-    def evaluate(
-        self,
-        synthetic: dict,
-        *,
-        test_set: ImageDataset,
-        seeds: Sequence[int],
-        arch: str,
-        recipe: Any,
-        labeller: torch.nn.Module,
-        labeller_key: Any,
-        zca: Any,
-        epochs: int | None,
-        device: str | torch.device,
-        cache_key: dict | None,
-        runs_root: str | Path | None,
-    ) -> dict:
+    def evaluate(self, synthetic: dict, students: Students) -> dict:
+        """``{"final", "best"}`` accuracy (mean ± std over the seeds) and the per-seed ``runs``."""
         raise NotImplementedError
 
 
 class SoftLabels(Protocol):
-    def evaluate(
-        self,
-        synthetic,
-        *,
-        test_set,
-        seeds,
-        arch,
-        recipe,
-        labeller,
-        labeller_key,
-        zca,
-        epochs,
-        device,
-        cache_key,
-        runs_root,
-    ):
-        key = None if cache_key is None else {**cache_key, "teacher": labeller_key}
+    def evaluate(self, synthetic: dict, students: Students) -> dict:
+        s = students
+        key = None if s.cache_key is None else {**s.cache_key, "teacher": s.labeller_key}
         return evaluate_synthetic(
             synthetic,
-            teacher=labeller,
-            test_set=test_set,
-            seeds=seeds,
-            arch=arch,
-            recipe=recipe,
-            device=device,
+            teacher=s.labeller,
+            test_set=s.test_set,
+            seeds=s.seeds,
+            arch=s.arch,
+            recipe=s.recipe,
+            device=s.device,
             cache_key=key,
-            runs_root=runs_root,
+            runs_root=s.runs_root,
         )
 
 
 class HardLabelsDC(Protocol):
-    def evaluate(
-        self,
-        synthetic,
-        *,
-        test_set,
-        seeds,
-        arch,
-        recipe,
-        labeller,
-        labeller_key,
-        zca,
-        epochs,
-        device,
-        cache_key,
-        runs_root,
-    ):
-        overrides = {"epochs": epochs} if epochs else {}
+    def evaluate(self, synthetic: dict, students: Students) -> dict:
+        s = students
+        overrides = {"epochs": s.epochs} if s.epochs else {}
         return evaluate_dc(
             synthetic,
-            test_set=test_set,
-            seeds=seeds,
-            arch=arch,
-            zca=zca,
-            device=device,
-            cache_key=cache_key,
-            runs_root=runs_root,
+            test_set=s.test_set,
+            seeds=s.seeds,
+            arch=s.arch,
+            zca=s.zca,
+            device=s.device,
+            cache_key=s.cache_key,
+            runs_root=s.runs_root,
             **overrides,
         )
 

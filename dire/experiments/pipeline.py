@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from dire.data import from_uint8
-from dire.evaluation import get_protocol
+from dire.evaluation import Students, get_protocol
 from dire.experiments.config import Experiment, teacher_archs
 from dire.metrics import diversity_metrics
 from dire.nets.bank import bank_embeddings, cached_bank
@@ -124,18 +124,22 @@ def run_experiment(
         "test" if exp.holdout is None else f"validation ({exp.validation_per_class}/class, seed {exp.validation_seed})"
     )
 
-    teacher, trec = get_teacher(
-        exp.dataset,
-        exp.teacher_arch,
-        recipe=exp.teacher_recipe,
-        seed=exp.teacher_seed,
-        data_root=data_root,
-        runs_root=runs_root,
-        device=device,
-        progress=progress,
-        holdout=exp.holdout,
-    )
-    log(f"teacher {exp.teacher_arch} ({exp.teacher_recipe}): test accuracy {trec['test_acc']:.2f}%")
+    def load_teacher(arch: str) -> tuple[torch.nn.Module, dict]:
+        net, record = get_teacher(
+            exp.dataset,
+            arch,
+            recipe=exp.teacher_recipe,
+            seed=exp.teacher_seed,
+            data_root=data_root,
+            runs_root=runs_root,
+            device=device,
+            progress=progress,
+            holdout=exp.holdout,
+        )
+        log(f"teacher {arch} ({exp.teacher_recipe}): test accuracy {record['test_acc']:.2f}%")
+        return net, record
+
+    teacher, trec = load_teacher(exp.teacher_arch)
     teacher_key = config_hash(trec["config"])
 
     bank, bank_dir = cached_bank(
@@ -155,18 +159,7 @@ def run_experiment(
         )
     teachers, banks, keys = [teacher], [bank], [teacher_key]
     for arch in archs[1:]:
-        net, rec = get_teacher(
-            exp.dataset,
-            arch,
-            recipe=exp.teacher_recipe,
-            seed=exp.teacher_seed,
-            data_root=data_root,
-            runs_root=runs_root,
-            device=device,
-            progress=progress,
-            holdout=exp.holdout,
-        )
-        log(f"teacher {arch} ({exp.teacher_recipe}): test accuracy {rec['test_acc']:.2f}%")
+        net, rec = load_teacher(arch)
         teachers.append(net)
         banks.append(
             cached_bank(net, rec, train_set, per_class=exp.bank_per_class, device=device, runs_root=runs_root)[0]
@@ -208,8 +201,7 @@ def run_experiment(
 
     labeller = Ensemble(teachers) if student.get("ensemble") and len(teachers) > 1 else teacher
     split_key = {} if exp.holdout is None else {"eval_split": eval_split}  # absent for the test split: old keys hold
-    acc = protocol.evaluate(
-        synthetic,
+    students = Students(
         test_set=test_set,
         seeds=exp.student_seeds,
         arch=exp.student_arch,
@@ -222,6 +214,7 @@ def run_experiment(
         cache_key={"synthetic": syn_dir.name, **split_key},
         runs_root=runs_root,
     )
+    acc = protocol.evaluate(synthetic, students)
 
     metric_net, mrec, metric_name = metric_network(
         exp,
