@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test test-fast reproduce bench clean
+.PHONY: setup test test-fast lint reproduce bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,8 +18,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed
 
-# unit + integration tests, every notebook run with its (smoke) defaults by nbval, notebooks stripped
+# lint and format check (ruff, settings in pyproject.toml), notebooks stripped, unit + integration tests,
+# every notebook run with its (smoke) defaults by nbval
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/nbstripout --verify notebooks/*.ipynb
 	$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env
 
@@ -29,6 +32,10 @@ test-fast: setup
 # regenerate every table and figure of the quick profile (Fashion-MNIST, CPU)
 reproduce: setup
 	$(BIN)/dire reproduce --profile quick
+
+lint: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 bench: setup
 	$(BIN)/python benchmarks/dire_term.py

@@ -19,31 +19,19 @@ import sys
 
 from dire.data import DATASETS
 from dire.evaluation import PROTOCOLS
-from dire.experiments.config import FLAT, TEACHER_SETS, flat_defaults, flat_help, flat_type, make_experiment
+from dire.experiments.config import (
+    FLAT,
+    TEACHER_SETS,
+    flat_defaults,
+    flat_help,
+    flat_nullable,
+    flat_type,
+    make_experiment,
+)
 from dire.nets.models import list_models
 from dire.nets.train import STUDENT_RECIPES, TEACHER_RECIPES
 from dire.regularizer import ALL_TERMS
 from dire.synthesis import METHODS
-
-def _positive(kind):
-    def parse(text: str):
-        value = kind(text)
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-        return value
-
-    return parse
-
-
-def _key_value(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. r_bn=0.01), got {text!r}")
-    key, raw = text.split("=", 1)
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw
-    return key.strip(), value
 
 
 def _positive(kind):
@@ -81,12 +69,19 @@ def _default(function, name: str):
 # flat names the CLI spells its own way: dicts take KEY=VALUE repeats, lists take commas, booleans are on/off
 _DICT_FLAGS = {"method_settings": "--method-arg", "student_overrides": "--student-arg", "experts": "--expert-arg"}
 _ALIASES = {"teacher_arch": ["--teacher"], "student_arch": ["--student"], "dire_weight": [], "seed": []}
-_CHOICES = {"dataset": lambda: sorted(DATASETS), "method": lambda: sorted(METHODS), "init": lambda: ["noise", "real"],
-            "teacher_arch": list_models, "student_arch": list_models, "metric_arch": list_models,
-            "teacher_recipe": lambda: sorted(TEACHER_RECIPES), "student_recipe": lambda: sorted(STUDENT_RECIPES),
-            "teacher_set": lambda: sorted(TEACHER_SETS), "protocol": lambda: sorted(PROTOCOLS)}
-_POSITIVE = {"ipc", "iterations", "ipc_per_unit", "classes_per_unit", "bank_per_class", "student_epochs",
-             "edm_coreset"}
+_CHOICES = {
+    "dataset": lambda: sorted(DATASETS),
+    "method": lambda: sorted(METHODS),
+    "init": lambda: ["noise", "real"],
+    "teacher_arch": list_models,
+    "student_arch": list_models,
+    "metric_arch": list_models,
+    "teacher_recipe": lambda: sorted(TEACHER_RECIPES),
+    "student_recipe": lambda: sorted(STUDENT_RECIPES),
+    "teacher_set": lambda: sorted(TEACHER_SETS),
+    "protocol": lambda: sorted(PROTOCOLS),
+}
+_POSITIVE = {"ipc", "iterations", "ipc_per_unit", "classes_per_unit", "bank_per_class", "student_epochs", "edm_coreset"}
 _CLI_ONLY_IN_NOTEBOOKS = {"r_bn", "jitter"}  # shared method settings: the CLI takes them as --method-arg
 
 
@@ -100,19 +95,35 @@ def _add_experiment_options(parser: argparse.ArgumentParser, *, skip: set[str] =
         flag = _DICT_FLAGS.get(name, "--" + name.replace("_", "-"))
         names = [flag, *_ALIASES.get(name, [])]
         if name in _DICT_FLAGS:
-            parser.add_argument(*names, dest=name, type=_key_value, action="append", default=[], metavar="KEY=VALUE",
-                                help=f"{help_text} (repeatable)")
+            parser.add_argument(
+                *names,
+                dest=name,
+                type=_key_value,
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help=f"{help_text} (repeatable)",
+            )
         elif isinstance(default, bool):
-            parser.add_argument(*names, dest=name, default="on" if default else "off", choices=["on", "off"],
-                                help=help_text)
+            parser.add_argument(
+                *names, dest=name, default="on" if default else "off", choices=["on", "off"], help=help_text
+            )
         elif isinstance(default, tuple):
-            parser.add_argument(*names, dest=name, default=",".join(map(str, default)), help=f"{help_text} (comma-separated)")
+            parser.add_argument(
+                *names, dest=name, default=",".join(map(str, default)), help=f"{help_text} (comma-separated)"
+            )
         else:
-            kind = type(default) if default is not None else flat_type(name)
+            kind, nullable = flat_type(name), flat_nullable(name)
             kind = _positive(kind) if name in _POSITIVE else kind
-            choices = _CHOICES[name]() if name in _CHOICES else None
-            parser.add_argument(*names, dest=name, default=default, choices=choices, help=help_text,
-                                type=_optional(kind) if default is None else kind)
+            choices = _CHOICES[name]() + ([None] if nullable else []) if name in _CHOICES else None
+            parser.add_argument(
+                *names,
+                dest=name,
+                default=default,
+                choices=choices,
+                help=help_text,
+                type=_optional(kind) if nullable else kind,
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,35 +133,61 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dire", description="DiRe dataset-condensation experiments")
     sub = parser.add_subparsers(dest="command", required=True)
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    c = sub.add_parser("condense", help="condense a dataset with one method (± DiRe), evaluate, measure diversity",
-                       formatter_class=fmt)
+    c = sub.add_parser(
+        "condense", help="condense a dataset with one method (± DiRe), evaluate, measure diversity", formatter_class=fmt
+    )
     _add_experiment_options(c)
     _add_where_options(c)
-    cmp = sub.add_parser("compare", help="baseline vs + DiRe over several seeds; writes a CSV and Markdown table",
-                         formatter_class=fmt)
+    cmp = sub.add_parser(
+        "compare", help="baseline vs + DiRe over several seeds; writes a CSV and Markdown table", formatter_class=fmt
+    )
     _add_experiment_options(cmp)
     _add_where_options(cmp)
-    cmp.add_argument("--seeds", default=",".join(map(str, _default(compare, "seeds"))),
-                     help="seed s = synthesis seed s and student seed s")
+    cmp.add_argument(
+        "--seeds",
+        default=",".join(map(str, _default(compare, "seeds"))),
+        help="seed s = synthesis seed s and student seed s",
+    )
     cmp.add_argument("--out", default="figures/cli/compare", help="table path without extension (.csv and .md)")
-    sw = sub.add_parser("sweep", help="choose DiRe's weights (w, r_c, r_e) on a validation split held out of the "
-                        "training set; writes the chosen weights for the profiles", formatter_class=fmt)
+    sw = sub.add_parser(
+        "sweep",
+        help="choose DiRe's weights (w, r_c, r_e) on a validation split held out of the "
+        "training set; writes the chosen weights for the profiles",
+        formatter_class=fmt,
+    )
     _add_experiment_options(sw, skip={"validation_per_class", "validation_seed"})
     _add_where_options(sw)
-    sw.add_argument("--grid", type=_key_value, action="append", default=[], metavar="AXIS=V1,V2,...",
-                    help="values to try for weight, r_c or r_e (repeatable; default weight=0.03,0.1,0.3,1.0 "
-                         "r_c=1.0 r_e=0.0,0.01,0.1)")
+    sw.add_argument(
+        "--grid",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="AXIS=V1,V2,...",
+        help="values to try for weight, r_c or r_e (repeatable; default weight=0.03,0.1,0.3,1.0 "
+        "r_c=1.0 r_e=0.0,0.01,0.1)",
+    )
     sw.add_argument("--seeds", default=",".join(map(str, _default(sweep, "seeds"))), help="seeds per grid point")
-    sw.add_argument("--validation-per-class", type=_positive(int), default=_default(sweep, "validation_per_class"),
-                    help="training images per class held out for choosing (never the test split)")
+    sw.add_argument(
+        "--validation-per-class",
+        type=_positive(int),
+        default=_default(sweep, "validation_per_class"),
+        help="training images per class held out for choosing (never the test split)",
+    )
     sw.add_argument("--validation-seed", type=int, default=_default(sweep, "validation_seed"))
     sw.add_argument("--out", default="figures/cli/selected_weights.json", help="the chosen weights (JSON)")
     sw.add_argument("--table", default="figures/cli/sweep", help="table path without extension (.csv and .md)")
-    rep = sub.add_parser("reproduce", help="run the paper notebooks headless (papermill) for a profile",
-                         formatter_class=fmt)
+    rep = sub.add_parser(
+        "reproduce", help="run the paper notebooks headless (papermill) for a profile", formatter_class=fmt
+    )
     rep.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
     rep.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK", help="e.g. 02_ablation")
     rep.add_argument("--device", default="cpu")
+    res = sub.add_parser(
+        "results", help="refill RESULTS.md's tables from figures/ (--check: fail if out of date)", formatter_class=fmt
+    )
+    res.add_argument("--check", action="store_true", help="write nothing; exit 1 when RESULTS.md differs from figures/")
+    res.add_argument("--path", default="RESULTS.md")
+    res.add_argument("--figures", default="figures", help="the folder the tables' paths are relative to")
     return parser
 
 
@@ -197,7 +234,7 @@ def experiment_from_args(args: argparse.Namespace):
 
 
 def format_result(result: dict) -> str:
-    acc, div = result["accuracy"], result["diversity"]
+    acc, div, timing = result["accuracy"], result["diversity"], result["timing"]
     cfg = result["config"]
     name = f"{cfg['method']}{' + DiRe' if cfg['dire']['enabled'] else ''}"
     lines = [
@@ -209,7 +246,7 @@ def format_result(result: dict) -> str:
         f"    Vendi {div['vendi']:.3f} (all classes {div['vendi_all']:.3f})   Coverage {div['coverage']:.3f} "
         f"(all {div['coverage_all']:.3f})   intra-class cosine {div['intra_class_cosine']:.4f}",
         f"    precision {div['precision']:.3f}   recall {div['recall']:.3f}   density {div['density']:.3f}",
-        f"  synthesis {result['timing']['synthesis_s']:.1f} s ({result['timing']['synthesis_s_per_image'] * 1e3:.1f} ms/image)",
+        f"  synthesis {timing['synthesis_s']:.1f} s ({timing['synthesis_s_per_image'] * 1e3:.1f} ms/image)",
     ]
     return "\n".join(lines)
 
@@ -225,9 +262,29 @@ def main(argv: list[str] | None = None) -> int:
             runs = reproduce(args.profile, only=args.only, device=args.device, log=print)
             failed = [r.name for r in runs if not r.ok]
             return 1 if failed else 0
+        if args.command == "results":
+            from pathlib import Path
+
+            from dire.report.results import stale_tables, write_results
+
+            if args.check:
+                stale = stale_tables(Path(args.path).read_text(), args.figures)
+                if stale:
+                    log(f"{args.path} is out of date with {args.figures}/ in {', '.join(stale)}; run `dire results`")
+                    return 1
+                print(f"{args.path} is up to date with {args.figures}/")
+            else:
+                changed = write_results(args.path, args.figures)
+                print(f"{args.path} {'updated from' if changed else 'is up to date with'} {args.figures}/")
+            return 0
         exp = experiment_from_args(args)
-        where = dict(device=args.device, data_root=args.data_root, runs_root=args.runs_root, progress=not args.quiet,
-                     download=args.download)
+        where = dict(
+            device=args.device,
+            data_root=args.data_root,
+            runs_root=args.runs_root,
+            progress=not args.quiet,
+            download=args.download,
+        )
         if args.command == "condense":
             from dire.experiments.pipeline import run_experiment
             from dire.runs import write_json
@@ -238,25 +295,39 @@ def main(argv: list[str] | None = None) -> int:
                 write_json(args.json, result)
         elif args.command == "sweep":
             from dire.experiments.sweep import DEFAULT_GRID, select, sweep, write_selection
-            from dire.report.tables import sweep_markdown
-            from dire.report.tables import rows_to_csv
+            from dire.report.tables import rows_to_csv, sweep_markdown
             from dire.runs import atomic_write_text
 
             grid = dict(DEFAULT_GRID)
             for axis, values in args.grid:
                 grid[axis] = tuple(values) if isinstance(values, (tuple, list)) else (values,)
-            rows = sweep(exp, grid=grid, seeds=_seeds(args.seeds, "--seeds"),
-                         validation_per_class=args.validation_per_class, validation_seed=args.validation_seed,
-                         log=log, **where)
+            rows = sweep(
+                exp,
+                grid=grid,
+                seeds=_seeds(args.seeds, "--seeds"),
+                validation_per_class=args.validation_per_class,
+                validation_seed=args.validation_seed,
+                log=log,
+                **where,
+            )
             chosen = select(rows)
-            write_selection(args.out, chosen, rows, base=exp, validation_per_class=args.validation_per_class,
-                            validation_seed=args.validation_seed, command="dire " + " ".join(argv or sys.argv[1:]))
+            write_selection(
+                args.out,
+                chosen,
+                rows,
+                base=exp,
+                validation_per_class=args.validation_per_class,
+                validation_seed=args.validation_seed,
+                command="dire " + " ".join(argv or sys.argv[1:]),
+            )
             atomic_write_text(f"{args.table}.csv", rows_to_csv(rows))
             table = sweep_markdown(rows)
             atomic_write_text(f"{args.table}.md", table)
             print(table)
-            print(f"chosen: w {chosen['weight']:g}, r_c {chosen['r_c']:g}, r_e {chosen['r_e']:g} (validation accuracy "
-                  f"{chosen['val_acc']:.2f}; baseline {chosen['baseline_val_acc']:.2f}) -> {args.out}")
+            print(
+                f"chosen: w {chosen['weight']:g}, r_c {chosen['r_c']:g}, r_e {chosen['r_e']:g} (validation accuracy "
+                f"{chosen['val_acc']:.2f}; baseline {chosen['baseline_val_acc']:.2f}) -> {args.out}"
+            )
         elif args.command == "compare":
             from dire.experiments.drivers import compare
             from dire.report.tables import to_markdown, write_table
@@ -264,8 +335,10 @@ def main(argv: list[str] | None = None) -> int:
             rows = compare(exp, seeds=_seeds(args.seeds, "--seeds"), log=log, **where)
             csv_path, md_path = write_table(rows, args.out)
             print(to_markdown(rows))
-            print(f"metrics in: {rows[0]['metric_network']}; teacher accuracy {rows[0]['teacher_acc']:.2f}%; "
-                  f"tables: {csv_path}, {md_path}")
+            print(
+                f"metrics in: {rows[0]['metric_network']}; teacher accuracy {rows[0]['teacher_acc']:.2f}%; "
+                f"tables: {csv_path}, {md_path}"
+            )
     except (ValueError, FileNotFoundError, TypeError) as err:
         parser.exit(2, f"dire: error: {err}\n")
     return 0

@@ -173,6 +173,13 @@ def flat_help(name: str) -> str:
     return field_help(_PARTS[part], attr)
 
 
+def flat_nullable(name: str) -> bool:
+    """Whether flat name ``name`` may be None (its annotation is ``X | None``)."""
+    part, attr = FLAT[name]
+    hint = typing.get_type_hints(_PARTS[part])[attr]
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+
+
 def flat_type(name: str) -> type:
     """The value type of flat name ``name`` (``int`` for ``int | None``), from the dataclass annotation."""
     part, attr = FLAT[name]
