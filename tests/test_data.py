@@ -108,8 +108,12 @@ def make_tiny(root: Path):
             train.append((color, label))
         (base / "train" / w / f"{w}_boxes.txt").write_text("")  # real archive has these
     # val: annotation order is not class order; one image is not 64x64 (80x64)
-    val_rows = [("val_0.JPEG", "n0200", COLORS[4]), ("val_1.JPEG", "n0300", COLORS[0]),
-                ("val_2.JPEG", "n0100", COLORS[3]), ("val_3.JPEG", "n0300", COLORS[5])]  # fmt: skip
+    val_rows = [
+        ("val_0.JPEG", "n0200", COLORS[4]),
+        ("val_1.JPEG", "n0300", COLORS[0]),
+        ("val_2.JPEG", "n0100", COLORS[3]),
+        ("val_3.JPEG", "n0300", COLORS[5]),
+    ]
     lines = []
     for i, (fname, w, color) in enumerate(val_rows):
         solid_jpeg(base / "val" / "images" / fname, color, size=(80, 64) if i == 2 else (64, 64))
@@ -283,8 +287,13 @@ def test_fashion_missing_message(tmp_path, no_system_fashion):
     msg = str(err.value)
     for piece in (tmp_path / "fashion-mnist", tmp_path / "FashionMNIST" / "raw", tmp_path / "no-system-copy"):
         assert str(piece) in msg
-    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte", "download=True"):  # fmt: skip
+    for stem in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+        "download=True",
+    ):
         assert stem in msg
 
 

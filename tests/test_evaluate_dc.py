@@ -56,7 +56,7 @@ def test_same_seed_same_network_and_errors(digits_real):
     assert a["runs"][0]["history"] == b["runs"][0]["history"] and len(a["runs"][0]["history"]) == 2
     with pytest.raises(ValueError, match="expected synthetic images"):
         evaluate_dc({"images": synthetic["images"][:, :, :4], "labels": synthetic["labels"]}, test_set=test, seeds=(0,))
-    with pytest.raises(ValueError, match="epochs >= 1"):
+    with pytest.raises(ValueError, match=r"DCProtocol.epochs = 0 is not allowed; expected a finite number >=1"):
         evaluate_dc(synthetic, test_set=test, epochs=0)
     with pytest.raises(TypeError):
         evaluate_dc(synthetic, test_set=test, epoch=3)

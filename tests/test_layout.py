@@ -15,6 +15,7 @@ PACKAGE = Path(dire.__file__).parent
 NOTEBOOKS = PACKAGE.parent / "notebooks"
 # the data flow, earliest first; a module may import its own stage and the stages before it
 STAGES = [
+    "checks",
     "runs",
     "regularizer",
     "metrics",

@@ -28,9 +28,11 @@ def test_plan_units_layouts():
 @pytest.mark.parametrize(
     "bad,match",
     [
-        (dict(ipc=0), "ipc and ipc_per_unit must be >= 1"),
+        (dict(ipc=0), r"SynthesisConfig.ipc = 0 is not allowed; expected a finite number >=1"),
         (dict(classes_per_unit=11), "classes_per_unit must be in 1..10"),
         (dict(init="zeros"), "init must be 'noise' or 'real'"),
+        (dict(lr=float("nan")), r"SynthesisConfig.lr = nan is not allowed; expected a finite number >0"),
+        (dict(seed=2**40), r"expected an integer seed in \[0, 4294967296\)"),
     ],
 )
 def test_config_errors(bad, match):

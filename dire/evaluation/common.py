@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
@@ -10,7 +11,7 @@ from pathlib import Path
 import torch
 
 from dire.data import DatasetInfo
-from dire.runs import read_json, run_dir, write_json
+from dire.runs import claim, lock, read_json, run_dir, write_json
 
 
 def check_synthetic(synthetic: dict, info: DatasetInfo) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,26 +35,45 @@ def summarize(values: Iterable[float]) -> dict:
     }
 
 
+def synthetic_digest(synthetic: dict) -> str:
+    """SHA-256 of a synthetic set's pixels and labels: what a cached student result was trained on."""
+    h = hashlib.sha256()
+    for key in ("images", "labels"):
+        h.update(synthetic[key].contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def per_seed(
     seeds: Sequence[int],
-    train: Callable[[int], dict],
+    train: Callable[[int, Path | None], dict],
     *,
     stage: str,
     config: dict | None = None,
     runs_root: str | Path | None = None,
+    digest: str | None = None,
 ) -> dict:
-    """``train(seed)`` for each seed, each result cached under ``run_dir(stage, {**config, "seed": seed})`` when
-    ``config`` is given (a rerun resumes); returns ``{"final", "best"}`` as mean ± std and the ``runs``."""
+    """``train(seed, checkpoint)`` for each seed; returns ``{"final", "best"}`` as mean ± std and the ``runs``.
+
+    With ``config`` each seed's result is cached in ``run_dir(stage, {**config, "seed": seed})`` (a rerun
+    resumes; ``checkpoint`` is a file there for the student's epoch checkpoints), processes sharing the seeds
+    split them (one lock per seed), and the result records ``digest`` (:func:`synthetic_digest`): a cached
+    result whose set had other pixels is trained again."""
     if not seeds:
         raise ValueError("seeds is empty; give at least one student seed")
-    runs = []
-    for seed in seeds:
-        path = None if config is None else run_dir(stage, {**config, "seed": seed}, root=runs_root) / "result.json"
-        if path is not None and path.exists():
-            runs.append(read_json(path))
-            continue
-        result = {"seed": seed, **train(seed)}
-        if path is not None:
-            write_json(path, result)
-        runs.append(result)
+    if config is None:
+        runs = [{"seed": seed, **train(seed, None)} for seed in seeds]
+    else:
+        folders = {seed: run_dir(stage, {**config, "seed": seed}, root=runs_root) for seed in seeds}
+
+        def done(seed: int) -> bool:
+            path = folders[seed] / "result.json"
+            return path.exists() and read_json(path).get("synthetic_digest", digest) == digest
+
+        for seed in claim(seeds, lambda s: lock(folders[s]), done):
+            result = {"seed": seed, **train(seed, folders[seed] / "checkpoint.pt")}
+            if digest is not None:
+                result["synthetic_digest"] = digest
+            write_json(folders[seed] / "result.json", result)
+            (folders[seed] / "checkpoint.pt").unlink(missing_ok=True)
+        runs = [read_json(folders[seed] / "result.json") for seed in seeds]
     return {"final": summarize(r["final"] for r in runs), "best": summarize(r["best"] for r in runs), "runs": runs}

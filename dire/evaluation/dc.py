@@ -25,12 +25,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from dire.checks import check_numbers, non_finite
 from dire.data import ImageDataset, from_uint8
 from dire.data.dsa import DSA, STRATEGY
 from dire.data.zca import ZCA
-from dire.evaluation.common import check_synthetic, per_seed
+from dire.evaluation.common import check_synthetic, per_seed, synthetic_digest
 from dire.nets.models import build_model
-from dire.nets.train import accuracy
+from dire.nets.train import EpochCheckpoint, accuracy
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class DCProtocol:
     dsa: bool = True  # DSA augmentation on every training batch
     dsa_strategy: str = STRATEGY
     eval_every: int = 0  # also test every this many epochs (0 = only at the end, as published)
+
+    def __post_init__(self) -> None:
+        check_numbers(self, {"epochs": ">=1", "lr": ">0", "momentum": "[0,1)", "batch_size": ">=1"}, default=">=0")
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
@@ -79,11 +83,13 @@ def train_dc(
     zca: ZCA | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    checkpoint: Path | None = None,
 ) -> dict:
     """One network: returns ``{"final": acc, "best": acc, "history": [...], "lr": lr}`` (accuracy in %).
 
     ``zca``: the whitening the set was synthesised under (MTT with ZCA); training images and test images
-    are whitened with it.
+    are whitened with it. ``checkpoint``: a file for epoch checkpoints (:class:`~dire.nets.train.EpochCheckpoint`),
+    from which a killed run resumes.
     """
     protocol.validate()
     info = test_set.info
@@ -104,8 +110,11 @@ def train_dc(
     augment = DSA(protocol.dsa_strategy) if protocol.dsa else None
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay)
-    history = []
-    for epoch in tqdm(range(protocol.epochs), desc=f"dc eval {arch} seed {seed}", unit="epoch", disable=not progress):
+    saver = EpochCheckpoint(checkpoint, net, generator)
+    start, history = saver.restore(optimizer, device)
+    epochs = range(start, protocol.epochs)
+    for epoch in tqdm(epochs, desc=f"dc eval {arch} seed {seed}", unit="epoch", disable=not progress):
+        finite = torch.ones((), dtype=torch.bool, device=device)
         for group in optimizer.param_groups:
             group["lr"] = lr_at_epoch(lr, epoch, protocol.epochs)
         order = torch.randperm(len(x_all), generator=generator).to(device)
@@ -115,12 +124,16 @@ def train_dc(
             if augment is not None:
                 x = augment(x, generator=generator)
             loss = F.cross_entropy(net(x), y_all[idx])
+            finite &= torch.isfinite(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if not bool(finite):
+            raise non_finite(f"DC student {arch} seed {seed}", f"epoch {epoch + 1} of {protocol.epochs}", lr=lr)
         last = epoch + 1 == protocol.epochs
         if last or (protocol.eval_every and (epoch + 1) % protocol.eval_every == 0):
             history.append({"epoch": epoch + 1, "acc": accuracy(tested, test_set, device=device)})
+        saver(epoch, optimizer, history)
     return {"final": history[-1]["acc"], "best": max(h["acc"] for h in history), "history": history, "lr": lr}
 
 
@@ -160,7 +173,7 @@ def evaluate_dc(
     )
     result = per_seed(
         seeds,
-        lambda seed: train_dc(
+        lambda seed, checkpoint: train_dc(
             synthetic,
             test_set=test_set,
             arch=arch,
@@ -169,8 +182,10 @@ def evaluate_dc(
             zca=zca,
             device=device,
             progress=progress,
+            checkpoint=checkpoint,
         ),
         stage="student_dc",
+        digest=synthetic_digest(synthetic),
         config=config,
         runs_root=runs_root,
     )

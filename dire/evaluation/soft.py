@@ -20,9 +20,9 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from dire.data import ImageDataset, from_uint8
-from dire.evaluation.common import check_synthetic, per_seed
+from dire.evaluation.common import check_synthetic, per_seed, synthetic_digest
 from dire.nets.models import build_model
-from dire.nets.train import Recipe, accuracy, fit, get_recipe, soft_label_loss
+from dire.nets.train import EpochCheckpoint, Recipe, accuracy, fit, get_recipe, make_optimizer, soft_label_loss
 
 
 def train_student(
@@ -35,9 +35,12 @@ def train_student(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    checkpoint: Path | None = None,
     **recipe_overrides,
 ) -> dict:
-    """One student: returns ``{"final": acc, "best": acc, "history": [...]}`` (accuracy in %)."""
+    """One student: returns ``{"final": acc, "best": acc, "history": [...]}`` (accuracy in %). With
+    ``checkpoint`` (a file) it saves its state at epoch ends (:class:`dire.nets.train.EpochCheckpoint`) and
+    resumes from it."""
     recipe = get_recipe(recipe, student=True, **recipe_overrides)
     info = test_set.info
     images, labels = check_synthetic(synthetic, info)
@@ -59,7 +62,12 @@ def train_student(
             soft = teacher(x_aug)  # labels for the very batch the student sees (augmented + mixed)
         return soft_label_loss(logits, soft, y, recipe)
 
-    bar = tqdm(total=recipe.epochs, desc=f"student {arch} seed {seed}", unit="epoch", disable=not progress)
+    optimizer = make_optimizer(student, recipe)
+    saver = EpochCheckpoint(checkpoint, student, generator)
+    start, history = saver.restore(optimizer, device)
+    bar = tqdm(
+        total=recipe.epochs, initial=start, desc=f"student {arch} seed {seed}", unit="epoch", disable=not progress
+    )
     history = fit(
         student,
         batches,
@@ -69,7 +77,12 @@ def train_student(
         generator=generator,
         device=device,
         evaluate=lambda: accuracy(student, test_set, device=device),
+        start_epoch=start,
+        optimizer=optimizer,
+        on_epoch_end=saver,
+        history=history,
         progress=lambda _e: bar.update(),
+        stage=f"student {arch} seed {seed}",
     )
     bar.close()
     return {"final": history[-1]["acc"], "best": max(h["acc"] for h in history), "history": history}
@@ -101,7 +114,7 @@ def evaluate_synthetic(
     )
     return per_seed(
         seeds,
-        lambda seed: train_student(
+        lambda seed, checkpoint: train_student(
             synthetic,
             teacher=teacher,
             test_set=test_set,
@@ -110,8 +123,10 @@ def evaluate_synthetic(
             seed=seed,
             device=device,
             progress=progress,
+            checkpoint=checkpoint,
         ),
         stage="student",
+        digest=synthetic_digest(synthetic),
         config=config,
         runs_root=runs_root,
     )

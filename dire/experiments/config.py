@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dire.checks import check_numbers
 from dire.runs import added_field, config_dict, field_help, setting
 from dire.synthesis import METHODS, DiReConfig, SRe2L, SynthesisConfig
 
@@ -66,6 +67,19 @@ class Experiment:
         "teachers, banks or synthesis) and score students on them",
     )
     validation_seed: int = added_field(0, "which images the validation split holds")
+
+    def __post_init__(self) -> None:
+        ranges = {
+            "teacher_seed": "seed",
+            "bank_per_class": ">=1",
+            "student_epochs": ">=1",
+            "student_seeds": "seed",
+            "validation_per_class": ">=0",
+            "validation_seed": "seed",
+        }
+        check_numbers(self, ranges)
+        if not self.student_seeds:
+            raise ValueError("Experiment.student_seeds is empty; give at least one student seed, e.g. (0,)")
 
     @property
     def holdout(self) -> tuple[int, int] | None:

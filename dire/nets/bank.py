@@ -69,10 +69,11 @@ def cached_bank(
 ) -> tuple[RealBank, Path]:
     """The bank of a cached teacher (``get_teacher``'s model and record), stored in its run folder
     ``<runs>/bank/<hash of (teacher config, per_class)>/bank.pt``; returns the bank and that folder."""
-    from dire.runs import config_hash, run_dir
+    from dire.runs import config_hash, lock, run_dir
 
     folder = run_dir("bank", {"teacher": config_hash(teacher_record["config"]), "per_class": per_class}, root=runs_root)
-    bank = real_embedding_bank(
-        teacher, dataset, per_class=per_class, device=device, cache=folder / "bank.pt", progress=progress
-    )
+    with lock(folder):  # one process embeds; the others wait, then read bank.pt
+        bank = real_embedding_bank(
+            teacher, dataset, per_class=per_class, device=device, cache=folder / "bank.pt", progress=progress
+        )
     return bank, folder

@@ -33,12 +33,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from dire.checks import check_numbers, non_finite
 from dire.data import ImageDataset, SubsetImageDataset
 from dire.data.dsa import DSA, STRATEGY
 from dire.data.zca import ZCA
 from dire.nets.models import build_model
 from dire.nets.train import accuracy
-from dire.runs import atomic_save, load, read_json, run_dir
+from dire.runs import atomic_save, claim, load, lock, read_json, run_dir
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,17 @@ class ExpertConfig:
     zca: bool = False  # MTT whitens CIFAR (eps 0.1); not used on MNIST-like data
     zca_eps: float = 0.1
     train_per_class: int | None = None  # train on this many random images per class (CPU budget); None = all
+
+    def __post_init__(self) -> None:
+        ranges = {
+            "epochs": ">=1",
+            "lr": ">0",
+            "momentum": "[0,1)",
+            "batch_size": ">=1",
+            "zca_eps": ">0",
+            "train_per_class": ">=1",
+        }
+        check_numbers(self, ranges, default=">=0")
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -121,22 +133,27 @@ def train_experts(
     if num_experts < 1:
         raise ValueError(f"num_experts must be >= 1; got {num_experts}")
     folder = run_dir("experts", experts_config(train_set, config, seed), root=runs_root)
-    todo = [i for i in range(num_experts) if not (folder / f"expert_{i:04d}.pt").exists()]
-    if not todo:
+
+    def done(i: int) -> bool:
+        return (folder / f"expert_{i:04d}.pt").exists()
+
+    if all(done(i) for i in range(num_experts)):
         return folder
     x_all, y_all = _training_images(train_set, config, seed)
     zca = None
     if config.zca:
-        if (folder / "zca.pt").exists():
-            zca = ZCA.from_state(load(folder / "zca.pt"))
-        else:
-            zca = ZCA.fit(x_all, eps=config.zca_eps)
-            atomic_save(zca.state(), folder / "zca.pt")
+        with lock(folder, "zca"):
+            if (folder / "zca.pt").exists():
+                zca = ZCA.from_state(load(folder / "zca.pt"))
+            else:
+                zca = ZCA.fit(x_all, eps=config.zca_eps)
+                atomic_save(zca.state(), folder / "zca.pt")
         x_all = zca(x_all)
     x_all, y_all = x_all.to(device), y_all.to(device)
     info = train_set.info
     augment = DSA(config.dsa_strategy) if config.dsa else None
-    for i in todo:
+    # processes sharing the folder split the experts: each is trained once, by whoever takes its lock first
+    for i in claim(range(num_experts), lambda i: lock(folder, f"expert_{i:04d}"), done):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_seed(seed, i))
             net = build_model(
@@ -158,13 +175,17 @@ def train_experts(
         ):
             generator = torch.Generator().manual_seed(_seed(seed, i, epoch))
             order = torch.randperm(len(x_all), generator=generator).to(device)
+            finite = torch.ones((), dtype=torch.bool, device=device)
             for b in range(0, len(order), config.batch_size):
                 idx = order[b : b + config.batch_size]
                 x = x_all[idx] if augment is None else augment(x_all[idx], generator=generator)
                 loss = F.cross_entropy(net(x), y_all[idx])
+                finite &= torch.isfinite(loss.detach())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+            if not bool(finite):
+                raise non_finite(f"MTT expert {i} ({folder})", f"epoch {epoch + 1} of {config.epochs}", lr=config.lr)
             trajectory.append(flat_params(net))
             atomic_save({"params": torch.stack(trajectory), "optimizer": optimizer.state_dict()}, partial)
         acc = math.nan

@@ -1,8 +1,10 @@
 """Squeeze: train or load a cached teacher per (dataset, architecture, recipe, seed).
 
 The run folder ``<runs>/teacher/<hash>/`` holds ``config.json``, a per-epoch
-``checkpoint.pt`` while training (an interrupted run resumes from it), then
-``model.pt`` and ``metrics.json`` (test accuracy of the last epoch).
+``checkpoint.pt`` while training (an interrupted run resumes from it: model, optimiser,
+augmentation generator and the global RNG), then ``model.pt`` and ``metrics.json`` (test
+accuracy of the last epoch), written in that order: ``metrics.json`` marks a finished teacher.
+Processes asking for the same teacher wait on the folder's lock; one trains.
 
 The release keeps the checkpoint with the best *test* accuracy; that selects on
 the test split, so this project keeps the last epoch (as SRe2L does).
@@ -19,8 +21,8 @@ from tqdm.auto import tqdm
 
 from dire.data import load_dataset, validation_split
 from dire.nets.models import Classifier, build_model
-from dire.nets.train import Recipe, accuracy, fit, get_recipe, loader, make_optimizer
-from dire.runs import atomic_save, load, read_json, run_dir, write_json
+from dire.nets.train import EpochCheckpoint, Recipe, accuracy, fit, get_recipe, loader, make_optimizer
+from dire.runs import atomic_save, load, lock, read_json, run_dir, write_json
 
 # Recipe fields that only concern students; left out of a teacher's cache key so adding them kept old teachers valid
 _STUDENT_ONLY = ("loss", "ce_weight")
@@ -78,38 +80,56 @@ def get_teacher(
     model = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size).to(
         device
     )
-    if (folder / "model.pt").exists():
-        model.load_state_dict(load(folder / "model.pt", map_location=device))
-        metrics = read_json(folder / "metrics.json")
-        return model.eval(), {"dir": str(folder), "config": config, **metrics}
+    with lock(folder):  # one process trains; the others wait here, then load what it saved
+        if (folder / "metrics.json").exists():  # written last: the teacher is complete
+            model.load_state_dict(load(folder / "model.pt", map_location=device))
+            metrics = read_json(folder / "metrics.json")
+            return model.eval(), {"dir": str(folder), "config": config, **metrics}
+        metrics = _train(
+            model,
+            folder,
+            train_set,
+            recipe=recipe,
+            seed=seed,
+            dataset=dataset,
+            arch=arch,
+            data_root=data_root,
+            device=device,
+            workers=workers,
+            progress=progress,
+            download=download,
+        )
+    return model.eval(), {"dir": str(folder), "config": config, **metrics}
 
+
+def _train(
+    model,
+    folder: Path,
+    train_set,
+    *,
+    recipe: Recipe,
+    seed: int,
+    dataset: str,
+    arch: str,
+    data_root,
+    device,
+    workers: int,
+    progress: bool,
+    download: bool,
+) -> dict:
+    """Train ``model`` from scratch or from ``checkpoint.pt``; commits ``model.pt`` then ``metrics.json`` (the
+    completion mark, written last), then drops the checkpoint. A kill between the two final writes leaves
+    the checkpoint of the last epoch, from which a rerun finishes with the same bytes."""
     test_set = load_dataset(dataset, split="test", root=data_root, download=download)
     optimizer = make_optimizer(model, recipe)
     generator = torch.Generator().manual_seed(seed)
-    start, history = 0, []
-    if (folder / "checkpoint.pt").exists():  # resume
-        ckpt = load(folder / "checkpoint.pt", map_location=device)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        generator.set_state(ckpt["generator"])
-        start, history = int(ckpt["epoch"]) + 1, ckpt["history"]
+    checkpoint = EpochCheckpoint(folder / "checkpoint.pt", model, generator, seconds=0)  # every epoch
+    start, history = checkpoint.restore(optimizer, device)
 
     def batches(epoch: int):
         order = torch.Generator().manual_seed(seed * 100_003 + epoch)
         for x, y in loader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=order, workers=workers):
             yield x.to(device), y.to(device)
-
-    def save_checkpoint(epoch: int, opt: torch.optim.Optimizer, hist: list) -> None:
-        atomic_save(
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "generator": generator.get_state(),
-                "epoch": epoch,
-                "history": hist,
-            },
-            folder / "checkpoint.pt",
-        )
 
     bar = tqdm(
         total=recipe.epochs, initial=start, desc=f"teacher {arch} on {dataset}", unit="epoch", disable=not progress
@@ -125,13 +145,14 @@ def get_teacher(
         evaluate=lambda: accuracy(model, test_set, device=device, workers=workers),
         start_epoch=start,
         optimizer=optimizer,
-        on_epoch_end=save_checkpoint,
+        on_epoch_end=checkpoint,
         history=history,
         progress=lambda _e: bar.update(),
+        stage=f"teacher {arch} on {dataset} ({folder})",
     )
     bar.close()
     metrics = {"test_acc": history[-1]["acc"], "history": history}
     atomic_save(model.state_dict(), folder / "model.pt")
     write_json(folder / "metrics.json", metrics)
-    (folder / "checkpoint.pt").unlink(missing_ok=True)
-    return model.eval(), {"dir": str(folder), "config": config, **metrics}
+    checkpoint.discard()
+    return metrics

@@ -10,15 +10,19 @@ the device.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from dire.checks import check_numbers, non_finite
 from dire.data.augment import mixup, random_crop_pad, random_flip
+from dire.runs import atomic_save, load, restore_rng, rng_state
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,10 @@ class Recipe:
     loss: str = "kl"  # students: "kl" (SRe2L relabel) or "mse_ce" (G-VBSM: MSE to the teacher logits + ce_weight · CE)
     ce_weight: float = 0.15  # weight of the hard-label CE in "mse_ce"
     eval_every: int = 0  # test every this many epochs (0 = only at the end)
+
+    def __post_init__(self) -> None:
+        ranges = {"epochs": ">=1", "batch_size": ">=1", "lr": ">0", "momentum": "[0,1)", "temperature": ">0"}
+        check_numbers(self, ranges, default=">=0")
 
     def validate(self) -> None:
         if self.loss not in ("kl", "mse_ce"):
@@ -185,6 +193,53 @@ def soft_label_loss(
     return kd_loss(student_logits, teacher_logits, recipe.temperature)
 
 
+CHECKPOINT_SECONDS = 60.0  # training time between epoch checkpoints of students (a kill loses at most this much)
+
+
+class EpochCheckpoint:
+    """A training run's state at the end of an epoch, in one file: model, optimiser, augmentation generator,
+    global RNG, epoch and evaluation history. Pass it as ``fit``'s ``on_epoch_end``; it saves at most every
+    ``seconds`` (0: every epoch). :meth:`restore` puts a saved state back and returns where to continue, so a
+    killed run resumes and ends as an uninterrupted one would."""
+
+    def __init__(
+        self, path: Path | None, model: nn.Module, generator: torch.Generator, *, seconds: float | None = None
+    ):
+        self.path, self.model, self.generator = path, model, generator
+        self.seconds = CHECKPOINT_SECONDS if seconds is None else seconds
+        self._last = time.perf_counter()
+
+    def restore(self, optimizer: torch.optim.Optimizer, device: torch.device | str) -> tuple[int, list]:
+        """``(start_epoch, history)``: ``(0, [])`` when there is no checkpoint."""
+        if self.path is None or not self.path.exists():
+            return 0, []
+        ckpt = load(self.path, map_location=device)
+        self.model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        self.generator.set_state(ckpt["generator"].cpu())  # generator states are CPU tensors, whatever the device
+        if "rng" in ckpt:  # the global RNG (dropout, stochastic depth), so the resumed epochs draw the same
+            restore_rng(ckpt["rng"])
+        return int(ckpt["epoch"]) + 1, list(ckpt["history"])
+
+    def __call__(self, epoch: int, optimizer: torch.optim.Optimizer, history: list) -> None:
+        if self.path is None or time.perf_counter() - self._last < self.seconds:
+            return
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": rng_state(),
+            "epoch": epoch,
+            "history": history,
+        }
+        atomic_save(state, self.path)
+        self._last = time.perf_counter()
+
+    def discard(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
 def fit(
     model: nn.Module,
     batches: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]],
@@ -200,14 +255,19 @@ def fit(
     on_epoch_end: Callable[[int, torch.optim.Optimizer, list], None] | None = None,
     history: list | None = None,
     progress: Callable[[int], None] | None = None,
+    stage: str = "training",
 ) -> list[dict]:
     """Train ``model`` for ``recipe.epochs``: ``batches(epoch)`` yields (x, y) on ``device``;
     ``loss_fn(logits, x_aug, y)`` gives the loss. Returns the evaluation history
-    ``[{"epoch": e, "acc": a}, ...]`` (every ``eval_every`` epochs and at the end)."""
+    ``[{"epoch": e, "acc": a}, ...]`` (every ``eval_every`` epochs and at the end).
+
+    A loss that is not finite stops training with :class:`dire.checks.NonFiniteLoss` (naming ``stage`` and
+    the epoch) before that epoch's ``on_epoch_end``, so no checkpoint of a diverged model is written."""
     optimizer = optimizer or make_optimizer(model, recipe)
     history = list(history or [])
     model.train()
     for epoch in range(start_epoch, recipe.epochs):
+        finite = torch.ones((), dtype=torch.bool, device=device)  # checked once per epoch: no sync per step
         for i, (x, y) in enumerate(batches(epoch)):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(recipe, epoch + i / steps_per_epoch)
@@ -215,9 +275,12 @@ def fit(
             if recipe.mixup_alpha > 0:
                 x = mixup(x, recipe.mixup_alpha, generator)
             loss = loss_fn(model(x), x, y)
+            finite &= torch.isfinite(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if not bool(finite):
+            raise non_finite(stage, f"epoch {epoch + 1} of {recipe.epochs}", lr=recipe.lr)
         last = epoch + 1 == recipe.epochs
         if evaluate is not None and (last or (recipe.eval_every and (epoch + 1) % recipe.eval_every == 0)):
             history.append({"epoch": epoch + 1, "acc": evaluate()})

@@ -32,9 +32,10 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from dire.checks import check_numbers, non_finite
 from dire.data import DatasetInfo, ImageDataset, to_uint8
-from dire.regularizer import TERMS, DiRe, RealBank
-from dire.runs import added_field, atomic_save, load, setting
+from dire.regularizer import ALL_TERMS, TERMS, DiRe, RealBank
+from dire.runs import added_field, atomic_save, claim, load, lock, restore_rng, rng_state, setting
 
 
 @dataclass
@@ -49,6 +50,12 @@ class DiReConfig:
     terms: tuple[str, ...] = setting(TERMS, "DiRe terms that are on: a subset of cd, cdm, edm, logdet")
     logdet_eps: float = added_field(0.1, "ridge eps of the log-det term")
     edm_coreset: int | None = added_field(None, "EDM against this many k-means centres per class (None: exact)")
+
+    def __post_init__(self) -> None:
+        check_numbers(self, {"logdet_eps": ">0", "edm_coreset": ">=1"}, default=">=0")
+        unknown = [t for t in self.terms if t not in ALL_TERMS]
+        if unknown:
+            raise ValueError(f"DiReConfig.terms: unknown {unknown}; expected a subset of {ALL_TERMS}")
 
     def module(self) -> DiRe | None:
         if not self.enabled:
@@ -76,6 +83,20 @@ class SynthesisConfig:
     classes_per_unit: int | None = setting(None, "classes per unit (None: all; DiRe release: 50)")
     init: str = setting("noise", "synthetic init: noise (N(0, 1), normalized) or real (random real images)")
     seed: int = setting(0, "synthesis seed")
+
+    def __post_init__(self) -> None:
+        ranges = {
+            "ipc": ">=1",
+            "iterations": ">=1",
+            "lr": ">0",
+            "betas": "[0,1)",
+            "ipc_per_unit": ">=1",
+            "classes_per_unit": ">=1",
+            "seed": "seed",
+        }
+        check_numbers(self, ranges)
+        if self.init not in ("noise", "real"):
+            raise ValueError(f"SynthesisConfig.init must be 'noise' or 'real'; got {self.init!r}")
 
     def validate(self, num_classes: int) -> None:
         if self.ipc < 1 or self.ipc_per_unit < 1:
@@ -214,6 +235,12 @@ class Method:
     default_teacher_set: str | None = None  # multi-teacher methods: the paper's teachers (config.TEACHER_SETS)
     needs_experts = False  # True: the pipeline trains expert trajectories first and passes them in ctx.experts
     own_bank = False  # True: every Step carries its own real bank (DM, MTT), so DiRe needs no ctx.bank
+    RANGES: dict[str, str] = {}  # numeric settings with a tighter range than finite and >= 0 (dire.checks)
+
+    def __post_init__(self) -> None:
+        # every numeric method setting is a weight, a rate, a size or a count: finite and >= 0, tighter where
+        # a method says so in RANGES
+        check_numbers(self, self.RANGES, default=">=0")
 
     @classmethod
     def dataset_defaults(cls, dataset: str, ipc: int) -> dict:
@@ -283,6 +310,14 @@ class Method:
     def end_unit(self, ctx: Context, unit: Unit) -> None:
         """After a unit is saved (e.g. restore a perturbed teacher)."""
 
+    def unit_state(self, ctx: Context, unit: Unit) -> dict:
+        """State the method carries from one iteration of a unit to the next outside the optimised tensors
+        (G-VBSM: its running statistics), saved in mid-unit checkpoints; none by default."""
+        return {}
+
+    def load_unit_state(self, ctx: Context, unit: Unit, state: dict) -> None:
+        """Restore :meth:`unit_state` when a unit resumes from a checkpoint."""
+
 
 def pixel_bounds(ctx: Context, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Valid normalized pixel range [C, 1, 1] on ``device``, built once per run (the clamp runs every step)."""
@@ -309,17 +344,48 @@ def _unit_generator(seed: int, unit: Unit) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + unit.block * 10_007 + unit.chunk)
 
 
-def run_unit(method: Method, ctx: Context, unit: Unit, dire: DiRe | None) -> dict[str, torch.Tensor]:
-    """Optimise one unit from scratch and return its stored images and labels."""
+CHECKPOINT_SECONDS = 60.0  # optimisation time between mid-unit checkpoints (a kill loses at most this much)
+
+
+def run_unit(
+    method: Method,
+    ctx: Context,
+    unit: Unit,
+    dire: DiRe | None,
+    *,
+    checkpoint: Path | None = None,
+    checkpoint_seconds: float | None = None,
+) -> dict[str, torch.Tensor]:
+    """Optimise one unit and return its stored images and labels.
+
+    With ``checkpoint`` (a file path) the unit saves its state there every ``checkpoint_seconds`` (default
+    :data:`CHECKPOINT_SECONDS`) of optimisation: the optimised tensors, the optimiser, the iteration, the
+    unit's generator, the global RNG and the method's :meth:`Method.unit_state`; a unit started again with
+    that file resumes from it and ends with the same images as an uninterrupted run. A loss that is not
+    finite stops the unit with :class:`dire.checks.NonFiniteLoss` before anything of it is saved."""
     cfg, device = ctx.config, ctx.device
-    start = time.perf_counter()
+    every = CHECKPOINT_SECONDS if checkpoint_seconds is None else checkpoint_seconds
     generator = _unit_generator(cfg.seed, unit)
     labels = unit.labels(device)
     x0 = method.init_images(ctx, unit, generator).to(device)
     params = method.start_unit(ctx, unit, x0, generator)
     optimizer = method.optimizer(ctx, params)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
-    for it in range(cfg.iterations):
+    first, spent = 0, 0.0
+    if checkpoint is not None and checkpoint.exists():
+        state = load(checkpoint, map_location=device)
+        with torch.no_grad():
+            for p, saved in zip(params, state["params"]):
+                p.copy_(saved)
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"].cpu())
+        restore_rng(state["rng"])
+        method.load_unit_state(ctx, unit, state["method"])
+        first, spent = int(state["iteration"]), float(state["seconds"])
+    where = f"unit {unit.name} of {method.name}"
+    start = last_save = time.perf_counter()
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    for it in range(first, cfg.iterations):
         if method.cosine_lr:  # cosine to 0, no warm-up (SRe2L)
             for group, lr in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = 0.5 * (1 + math.cos(math.pi * it / cfg.iterations)) * lr
@@ -328,17 +394,37 @@ def run_unit(method: Method, ctx: Context, unit: Unit, dire: DiRe | None) -> dic
         if dire is not None:
             for z, z_labels, bank in step.dire_groups(labels, ctx.bank):
                 loss = loss + dire(z, z_labels, bank)
+        finite &= torch.isfinite(loss.detach())  # read on the CPU each step, on a GPU at checkpoints
+        if device.type == "cpu" and not bool(finite):
+            raise non_finite("synthesis", f"{where}, iteration {it + 1} of {cfg.iterations}", lr=cfg.lr)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         method.after_step(ctx, params)
+        now = time.perf_counter()
+        if checkpoint is not None and now - last_save >= every and it + 1 < cfg.iterations:
+            if not bool(finite):
+                raise non_finite("synthesis", f"{where}, iterations up to {it + 1}", lr=cfg.lr)
+            state = {
+                "params": [p.detach() for p in params],
+                "optimizer": optimizer.state_dict(),
+                "generator": generator.get_state(),
+                "rng": rng_state(),
+                "iteration": it + 1,
+                "seconds": spent + now - start,
+                "method": method.unit_state(ctx, unit),
+            }
+            atomic_save(state, checkpoint)
+            last_save = time.perf_counter()
     with torch.no_grad():
         images, stored_labels = method.stored(ctx, unit, params, labels)
         extras = {k: v.detach().cpu() for k, v in method.extras(ctx, unit, params).items()}
+    if not bool(finite) or not bool(torch.isfinite(images).all()):
+        raise non_finite("synthesis", f"{where} (its images are not finite)", lr=cfg.lr)
     result = {
         "images": to_uint8(images, ctx.info),
         "labels": stored_labels.cpu(),
-        "seconds": torch.tensor(time.perf_counter() - start, dtype=torch.float64),
+        "seconds": torch.tensor(spent + time.perf_counter() - start, dtype=torch.float64),
     }
     if extras:
         result["extras"] = extras
@@ -362,7 +448,10 @@ def synthesize(
     method: Method, ctx: Context, *, out_dir: str | Path, dire: DiReConfig | None = None, progress: bool = True
 ) -> dict[str, torch.Tensor]:
     """Run (or resume) every unit and assemble ``synthetic.pt``: uint8 ``images`` [N, C, H, W], ``labels`` [N],
-    ``seconds`` (summed optimisation time of the units), and any :meth:`Method.extras` by name."""
+    ``seconds`` (summed optimisation time of the units), and any :meth:`Method.extras` by name.
+
+    Processes given the same ``out_dir`` split the units (each unit's lock, :func:`dire.runs.claim`); a unit in
+    progress checkpoints to ``<unit>.ckpt.pt`` (see :func:`run_unit`), so a killed run resumes mid-unit."""
     out_dir = Path(out_dir)
     final = out_dir / "synthetic.pt"
     if final.exists():
@@ -374,17 +463,33 @@ def synthesize(
         teacher.eval().requires_grad_(False)
     method.setup(ctx)
     units = method.units(ctx)
-    todo = [u for u in units if not (out_dir / f"{u.name}.pt").exists()]
-    for unit in tqdm(todo, desc=f"{method.name}{' + DiRe' if dire_module else ''}", unit="unit", disable=not progress):
-        result = run_unit(method, ctx, unit, dire_module)
+
+    def done(unit: Unit) -> bool:
+        return (out_dir / f"{unit.name}.pt").exists()
+
+    bar = tqdm(
+        total=sum(not done(u) for u in units),
+        desc=f"{method.name}{' + DiRe' if dire_module else ''}",
+        unit="unit",
+        disable=not progress,
+    )
+    for unit in claim(units, lambda u: lock(out_dir, u.name), done):
+        ckpt = out_dir / f"{unit.name}.ckpt.pt"
+        result = run_unit(method, ctx, unit, dire_module, checkpoint=ckpt)
         atomic_save(result, out_dir / f"{unit.name}.pt")
+        ckpt.unlink(missing_ok=True)
         method.end_unit(ctx, unit)
-    parts = [load(out_dir / f"{u.name}.pt") for u in units]
-    synthetic = {
-        "images": torch.cat([p["images"] for p in parts]),
-        "labels": torch.cat([p["labels"] for p in parts]),
-        "seconds": sum(p["seconds"] for p in parts),  # optimisation time of all units, wherever they ran
-        **_assemble_extras(parts),
-    }
-    atomic_save(synthetic, final)
+        bar.update()
+    bar.close()
+    with lock(out_dir, "synthetic"):
+        if final.exists():  # assembled by another process meanwhile
+            return load(final)
+        parts = [load(out_dir / f"{u.name}.pt") for u in units]
+        synthetic = {
+            "images": torch.cat([p["images"] for p in parts]),
+            "labels": torch.cat([p["labels"] for p in parts]),
+            "seconds": sum(p["seconds"] for p in parts),  # optimisation time of all units, wherever they ran
+            **_assemble_extras(parts),
+        }
+        atomic_save(synthetic, final)
     return synthetic

@@ -50,6 +50,7 @@ class CDA(SRe2L):
     name = "cda"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.curriculum not in CURRICULA:
             raise ValueError(f"curriculum must be one of {CURRICULA}; got {self.curriculum!r}")
         if not 0 <= self.milestone <= 1 or not 0 < self.min_scale <= 1:

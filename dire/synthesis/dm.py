@@ -100,6 +100,7 @@ class DM(Method):
     init: str | None = "real"  # "real" (DM) or "noise"; None = follow SynthesisConfig.init
 
     name = "dm"
+    RANGES = {"lr_img": ">0", "momentum": "[0,1)", "batch_real": ">=1"}
     protocol = "dc"  # evaluated like the DC/DM/MTT papers: hard labels, SGD, DSA
     cosine_lr = False  # DM keeps lr_img constant
     own_bank = True  # the bank comes from this iteration's network (see the module docstring)

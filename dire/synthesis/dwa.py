@@ -66,6 +66,7 @@ class DWA(SRe2L):
     r_var: float = 11.0  # variance-gap weight in the BN loss (ImageNet 2)
 
     name = "dwa"
+    RANGES = {"steps": ">=1"}
 
     def init_images(self, ctx: Context, unit: Unit, generator: torch.Generator) -> torch.Tensor:
         return torch.cat([real_init(ctx, c, unit.slots) for c in unit.classes])  # DWA always starts from real images

@@ -227,6 +227,7 @@ class GVBSM(Method):
     stats_images: int | None = None  # real images used for the Conv targets (None = the whole training set)
 
     name = "gvbsm"
+    RANGES = {"momentum": "[0,1]", "drop_rate": "[0,1)", "tau": ">0", "stats_images": ">=1"}
     default_teacher_set = "gvbsm-paper"
 
     def setup(self, ctx: Context) -> None:
@@ -243,6 +244,13 @@ class GVBSM(Method):
         for m in self.matchers:
             m.reset()
         return super().start_unit(ctx, unit, images, generator)
+
+    def unit_state(self, ctx: Context, unit: Unit) -> dict:
+        return {"ema": [m.ema for m in self.matchers]}  # the running statistics of each teacher's matcher
+
+    def load_unit_state(self, ctx: Context, unit: Unit, state: dict) -> None:
+        for matcher, ema in zip(self.matchers, state["ema"]):
+            matcher.ema = ema
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.crop_padding > 0:

@@ -123,6 +123,17 @@ class MTT(Method):
     init: str | None = "real"  # "real" (MTT pix_init) or "noise"; None = follow SynthesisConfig.init
 
     name = "mtt"
+    RANGES = {
+        "num_experts": ">=1",
+        "syn_steps": ">=1",
+        "expert_epochs": ">=1",
+        "max_start_epoch": ">=1",
+        "lr_img": ">0",
+        "lr_teacher": ">0",
+        "momentum": "[0,1)",
+        "batch_syn": ">=1",
+        "bank_per_class": ">=1",
+    }
     protocol = "dc"  # evaluated like the DC/DM/MTT papers: hard labels, SGD, DSA
     cosine_lr = False
     needs_experts = True  # the pipeline trains (or loads) the experts and passes them in ctx.experts
