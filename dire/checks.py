@@ -71,7 +71,11 @@ def check_numbers(obj: Any, ranges: Mapping[str, str] | None = None, *, default:
     field, the value and the allowed range."""
     ranges = ranges or {}
     for f in dataclasses.fields(obj):
-        numbers = _numbers(getattr(obj, f.name))
+        value = getattr(obj, f.name)
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        if kind.split(" |")[0] in ("float", "int") and isinstance(value, str):
+            raise ValueError(f"{type(obj).__name__}.{f.name} = {value!r} is not allowed; expected a number")
+        numbers = _numbers(value)
         if numbers is None:
             continue
         spec = ranges.get(f.name, default)
@@ -81,3 +85,38 @@ def check_numbers(obj: Any, ranges: Mapping[str, str] | None = None, *, default:
                 raise ValueError(
                     f"{type(obj).__name__}.{f.name} = {getattr(obj, f.name)!r} is not allowed; expected {expected}"
                 )
+
+
+def check_device(device: Any) -> Any:
+    """``device`` as a ``torch.device`` that exists here; a name torch does not know, or CUDA without a GPU,
+    is a ``ValueError`` saying what to pass instead."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a device name; expected 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: there are {torch.cuda.device_count()} CUDA GPUs (cuda:0 ...)")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {device!r}: only 'cpu' and 'cuda' are supported")
+    return dev
+
+
+def set_deterministic(enabled: bool = True) -> None:
+    """Deterministic kernels for reruns that must match bit for bit on one machine: PyTorch's deterministic
+    algorithms (an error names any op that has none), cuDNN without autotuning, and the cuBLAS workspace
+    setting CUDA requires for it. Costs speed on a GPU (no cuDNN autotuning, slower deterministic kernels);
+    on the CPU the loops here are deterministic already."""
+    import os
+
+    import torch
+
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = False if enabled else torch.backends.cudnn.benchmark

@@ -17,6 +17,7 @@ import ast
 import inspect
 import sys
 
+from dire.checks import NonFiniteLoss, check_device, set_deterministic
 from dire.data import DATASETS
 from dire.evaluation import PROTOCOLS
 from dire.experiments.config import (
@@ -51,7 +52,10 @@ def _key_value(text: str) -> tuple[str, object]:
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
-        value = raw
+        try:
+            value = float(raw)  # nan, inf: numbers to check, not strings
+        except ValueError:
+            value = raw
     return key.strip(), value
 
 
@@ -181,19 +185,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
     rep.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK", help="e.g. 02_ablation")
-    rep.add_argument("--device", default="cpu")
+    rep.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    rep.add_argument("--deterministic", action="store_true", help="pass deterministic=True to every notebook")
     res = sub.add_parser(
         "results", help="refill RESULTS.md's tables from figures/ (--check: fail if out of date)", formatter_class=fmt
     )
     res.add_argument("--check", action="store_true", help="write nothing; exit 1 when RESULTS.md differs from figures/")
     res.add_argument("--path", default="RESULTS.md")
     res.add_argument("--figures", default="figures", help="the folder the tables' paths are relative to")
+    runs = sub.add_parser(
+        "runs", help="the runs/ cache: list it, verify every artifact, clean unfinished runs", formatter_class=fmt
+    )
+    runs.add_argument(
+        "action",
+        choices=["list", "verify", "clean"],
+        help="list: one line per run folder; verify: load every artifact and check every config; "
+        "clean: remove incomplete run folders (never complete ones) and leftover temporary files",
+    )
+    runs.add_argument("--runs-root", default="runs")
+    runs.add_argument("--dry-run", action="store_true", help="clean: only say what would be removed")
     return parser
 
 
 def _add_where_options(c: argparse.ArgumentParser) -> None:
     o = c.add_argument_group("where")
-    o.add_argument("--device", default="cpu")
+    o.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    o.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic kernels (torch.use_deterministic_algorithms, no cuDNN autotuning): slower "
+        "on a GPU; see dire.checks.set_deterministic",
+    )
     o.add_argument("--data-root", default="data")
     o.add_argument("--download", action="store_true", help="let torchvision download Fashion-MNIST / CIFAR if missing")
     o.add_argument("--runs-root", default="runs")
@@ -251,17 +273,48 @@ def format_result(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _runs_command(args: argparse.Namespace) -> int:
+    from dire.report import runs_folder
+
+    if args.action == "clean":
+        removed = runs_folder.clean(args.runs_root, dry_run=args.dry_run)
+        for path in removed:
+            print(f"{'would remove' if args.dry_run else 'removed'} {path}")
+        print(
+            f"{len(removed)} incomplete run folder(s) or temporary file(s) {'to remove' if args.dry_run else 'removed'}"
+        )
+        return 0
+    runs = runs_folder.verify(args.runs_root) if args.action == "verify" else runs_folder.scan(args.runs_root)
+    for run in runs:
+        print(runs_folder.describe(run))
+        for problem in run.problems:
+            print(f"    problem: {problem}")
+    bad = sum(bool(r.problems) for r in runs)
+    print(
+        f"{len(runs)} run folder(s), {sum(not r.complete for r in runs)} incomplete"
+        + (f", {bad} with problems" if args.action == "verify" else "")
+    )
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     try:
+        if getattr(args, "device", None) is not None:
+            check_device(args.device)  # a wrong or absent device fails before any work
+        if getattr(args, "deterministic", False):
+            set_deterministic(True)
         if args.command == "reproduce":
             from dire.report.reproduce import reproduce
 
-            runs = reproduce(args.profile, only=args.only, device=args.device, log=print)
+            extra = {"deterministic": True} if args.deterministic else None
+            runs = reproduce(args.profile, only=args.only, device=args.device, log=print, extra=extra)
             failed = [r.name for r in runs if not r.ok]
             return 1 if failed else 0
+        if args.command == "runs":
+            return _runs_command(args)
         if args.command == "results":
             from pathlib import Path
 
@@ -339,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"metrics in: {rows[0]['metric_network']}; teacher accuracy {rows[0]['teacher_acc']:.2f}%; "
                 f"tables: {csv_path}, {md_path}"
             )
-    except (ValueError, FileNotFoundError, TypeError) as err:
+    except (ValueError, FileNotFoundError, NonFiniteLoss) as err:  # bad input and bad files: one line, no traceback
         parser.exit(2, f"dire: error: {err}\n")
     return 0
 

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -99,10 +100,15 @@ def _keyed(config: Any) -> Any:
     return data if FORMAT == 1 else {"format": FORMAT, "config": data}
 
 
+def hash_text(data: Any, length: int = 12) -> str:
+    """The hex digest of JSON data as a run folder's name is made (``config.json`` holds exactly that data)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
 def config_hash(config: Any, length: int = 12) -> str:
     """Stable hex digest of a JSON-able config (dicts, dataclasses, lists, scalars) and the artifact format."""
-    text = json.dumps(_keyed(config), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
+    return hash_text(_keyed(config), length)
 
 
 def run_dir(stage: str, config: Any, *, root: str | Path | None = None) -> Path:
@@ -223,7 +229,10 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> Any:
     except FileNotFoundError:
         raise
     except Exception as err:  # torch reports a bad file as RuntimeError, EOFError, UnpicklingError, ...
-        reason = (
-            "empty file" if path.stat().st_size == 0 else f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
-        )
+        if path.stat().st_size == 0:
+            reason = "empty file"
+        elif isinstance(err, pickle.UnpicklingError):
+            reason = "not a checkpoint this project wrote: garbage, or another format"
+        else:
+            reason = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
         raise CacheError(f"{path}: unreadable ({reason}); {RECOVER}") from None

@@ -174,7 +174,41 @@ def test_unknown_name_lists_valid_names(call):
 @pytest.mark.parametrize("name", ["digits", "cifar10", "imagenet", "tiny-imagenet"])
 def test_bad_split(name, tmp_path):
     with pytest.raises(ValueError, match="split"):
-        D.load_dataset(name, split="val", root=tmp_path)
+        D.load_dataset(name, split="validation", root=tmp_path)
+    if name in ("digits", "cifar10"):  # only the ImageNets call their labelled split val
+        with pytest.raises(ValueError, match=f"{name} has no 'val' split"):
+            D.load_dataset(name, split="val", root=tmp_path)
+
+
+@pytest.mark.parametrize("name,make", [("tiny-imagenet", make_tiny), ("imagenet", make_imagenet)])
+def test_val_is_the_labelled_test_split_of_the_imagenets(name, make, tmp_path):
+    make(tmp_path)
+    kwargs = dict(root=tmp_path, expect_classes=3)
+    val, test = D.load_dataset(name, split="val", **kwargs), D.load_dataset(name, split="test", **kwargs)
+    assert val.samples == test.samples and len(val) > 0
+
+
+def test_empty_class_folder_and_empty_image_are_errors_naming_them(tmp_path):
+    make_imagenet(tmp_path)
+    empty = tmp_path / "imagenet" / "val" / "n0100"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=f"{empty}: class folder with no images"):
+        D.load_dataset("imagenet", split="val", root=tmp_path, expect_classes=3)
+    empty.rmdir()
+    blank = tmp_path / "imagenet" / "train" / "n0100" / "blank.JPEG"
+    blank.write_bytes(b"")
+    with pytest.raises(ValueError, match=f"{blank}: empty image file"):
+        D.load_dataset("imagenet", split="train", root=tmp_path, expect_classes=3)
+
+
+def test_truncated_jpeg_error_names_the_file(tmp_path):
+    make_imagenet(tmp_path)
+    path = tmp_path / "imagenet" / "val" / "n0500" / "n0500_0.JPEG"
+    path.write_bytes(path.read_bytes()[:40])  # a cut-off download
+    ds = D.load_dataset("imagenet", split="val", root=tmp_path, expect_classes=3)
+    index = [i for i, (p, _) in enumerate(ds.samples) if p == path][0]
+    with pytest.raises(ValueError, match=f"{path}: cannot be decoded as an image"):
+        ds[index]
 
 
 def test_normalize_roundtrip_and_formula():

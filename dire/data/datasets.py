@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import os
 import pickle
 import struct
 from collections.abc import Callable, Sequence
@@ -307,8 +308,12 @@ class FileImageDataset(ImageDataset):
     def _pixels(self, i: int) -> Tensor:
         import torchvision.transforms.functional as TF
 
-        with Image.open(self.samples[i][0]) as img:
-            img = img.convert("RGB")
+        path = self.samples[i][0]
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+        except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated, corrupt or not an image
+            raise ValueError(f"{path}: cannot be decoded as an image ({err}); replace or remove the file") from None
         img = TF.resize(img, self.resize_to)  # no-op when the shorter side already fits
         img = TF.center_crop(img, [self.info.image_size, self.info.image_size])
         return TF.pil_to_tensor(img).to(torch.float32) / 255.0
@@ -368,7 +373,9 @@ def load_dataset(
 ) -> ImageDataset:
     """Load split ``"train"`` or ``"test"`` of dataset ``name`` from ``root``.
 
-    For tiny-imagenet and imagenet ``"test"`` is the official labelled validation split.
+    For tiny-imagenet and imagenet ``"test"`` is the official labelled validation split, also accepted as
+    ``"val"``; their folders are scanned when loaded (an empty class folder or an empty image file is an
+    error naming it) and an image that cannot be decoded raises an error naming the file.
     ``download=True`` fetches fashion-mnist and CIFAR with torchvision when they are not
     on disk; digits ships with scikit-learn; the ImageNets must be placed by hand.
 
@@ -384,8 +391,11 @@ def load_dataset(
             expected and how to get them).
     """
     info = dataset_info(name)
+    if split == "val" and name in _FOLDER_LOADERS:
+        split = "test"  # the ImageNets' labelled split is their val folder
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        also = " (and 'val' for tiny-imagenet and imagenet)" if split != "val" else f"; {name} has no 'val' split"
+        raise ValueError(f"split must be one of {SPLITS}{also}, got {split!r}")
     root = Path(root)
     if name in _FOLDER_LOADERS:
         expected = info.num_classes if expect_classes is None else int(expect_classes)
@@ -569,9 +579,22 @@ def _load_cifar(info: DatasetInfo, train: bool, root: Path, download: bool) -> I
 # ---- tiny-imagenet and imagenet (image folders)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def _image_files(folder: Path, *, required: bool = False) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name; with ``required`` an empty folder, or an empty
+    (zero-byte) image file, is an error naming it."""
+    files = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                if required and entry.stat().st_size == 0:
+                    raise ValueError(f"{entry.path}: empty image file; replace or remove it")
+                files.append(Path(entry.path))
+    if required and not files:
+        raise ValueError(
+            f"{folder}: class folder with no images ({', '.join(IMAGE_SUFFIXES)}); add its images or "
+            "remove the class from the dataset"
+        )
+    return sorted(files)
 
 
 def _check_count(name: str, found: int, expected: int, where: Path) -> None:
@@ -606,7 +629,7 @@ def _load_tiny(info: DatasetInfo, train: bool, root: Path, expected: int) -> Ima
             folder = base / "train" / w / "images"
             if not folder.is_dir():
                 raise _missing(f"Tiny-ImageNet train class {w}", [folder], layout[1:2], how)
-            samples.extend((p, index[w]) for p in _image_files(folder))
+            samples.extend((p, index[w]) for p in _image_files(folder, required=True))
     else:
         annotations = base / "val" / "val_annotations.txt"
         if not annotations.is_file():
@@ -650,7 +673,7 @@ def _load_imagenet(info: DatasetInfo, train: bool, root: Path, expected: int) ->
     unknown = sorted(set(split_wnids) - set(index))
     if unknown:
         raise ValueError(f"{split_dir}: class folders not in {train_dir}: {unknown[:5]}")
-    samples = [(p, index[w]) for w in split_wnids for p in _image_files(split_dir / w)]
+    samples = [(p, index[w]) for w in split_wnids for p in _image_files(split_dir / w, required=True)]
     info = dataclasses.replace(info, num_classes=len(wnids))
     return FileImageDataset(info, samples, wnids, resize_to=round(256 * info.image_size / 224))
 

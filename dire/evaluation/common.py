@@ -75,5 +75,7 @@ def per_seed(
                 result["synthetic_digest"] = digest
             write_json(folders[seed] / "result.json", result)
             (folders[seed] / "checkpoint.pt").unlink(missing_ok=True)
+        for seed in seeds:  # a kill between writing a result and dropping its checkpoint leaves the checkpoint
+            (folders[seed] / "checkpoint.pt").unlink(missing_ok=True)
         runs = [read_json(folders[seed] / "result.json") for seed in seeds]
     return {"final": summarize(r["final"] for r in runs), "best": summarize(r["best"] for r in runs), "runs": runs}

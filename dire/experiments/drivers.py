@@ -31,8 +31,15 @@ def with_seed(exp: Experiment, seed: int) -> Experiment:
     return dataclasses.replace(exp, synthesis=dataclasses.replace(exp.synthesis, seed=seed), student_seeds=(seed,))
 
 
+def check_seeds(seeds: Sequence[int]) -> None:
+    """A table needs at least one seed; checked before any work starts."""
+    if len(seeds) == 0:
+        raise ValueError("seeds is empty; give at least one seed, e.g. [0]")
+
+
 def run_seeds(exp: Experiment, seeds: Sequence[int], **run_kwargs) -> dict:
     """Run ``exp`` once per seed; returns ``{"runs": [...], "<metric>": {"mean", "std", "n"}, ...}``."""
+    check_seeds(seeds)
     runs = []
     for seed in seeds:
         result = run_experiment(with_seed(exp, seed), **run_kwargs)
@@ -80,6 +87,7 @@ def compare(
     ``{"terms": ["logdet", "cdm", "edm"]}``)
     plus an optional ``methods`` list restricting which methods get the row.
     """
+    check_seeds(seeds)
     variants = dict(variants or {})
     for name, spec in variants.items():
         unknown = [m for m in spec.get("methods", []) if m not in (methods or [base.method])]
@@ -150,6 +158,7 @@ def ablation(
     **run_kwargs,
 ) -> list[dict]:
     """One row per DiRe term combination, with raw metrics and min-max normalised ones (paper's ablation)."""
+    check_seeds(seeds)
     unknown = [v for v in variants if v not in ABLATION]
     if unknown:
         raise ValueError(f"unknown ablation variants {unknown}; expected names from {list(ABLATION)}")
@@ -190,6 +199,7 @@ def cross_architecture(
 
     ``student_overrides[arch]`` holds that student's recipe settings on top of ``base.student_overrides``
     (e.g. ``{"vit_tiny": {"lr": 1e-3, "warmup_epochs": 10}}``: transformers want a smaller lr than CNNs)."""
+    check_seeds(seeds)
     student_overrides = student_overrides or {}
     if unknown := sorted(set(student_overrides) - set(students)):
         raise ValueError(f"student_overrides name {unknown}, which are not among the students {list(students)}")

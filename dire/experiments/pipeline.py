@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from dire.checks import check_device
 from dire.data import from_uint8
 from dire.evaluation import Students, get_protocol
 from dire.experiments.config import Experiment, teacher_archs
@@ -93,7 +94,7 @@ def run_experiment(
 
     ``accuracy`` is on the test split, or on the validation split when ``exp.validation_per_class > 0``
     (``eval_split`` says which)."""
-    device = torch.device(device)
+    device = check_device(device)
     # settings first (method, teachers, student recipe), so a bad one fails before any data, teacher or
     # synthesis. A method's published per-dataset settings lie under the explicit ones (build_method names an
     # unknown method)

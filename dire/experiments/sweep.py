@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from dire.experiments.config import WEIGHT_KEYS, Experiment
-from dire.experiments.drivers import run_seeds
+from dire.experiments.drivers import check_seeds, run_seeds
 from dire.runs import atomic_write_text
 from dire.synthesis import DiReConfig
 
@@ -55,6 +55,7 @@ def sweep(
     """One row per grid point (DiRe on with ``base.dire``'s other settings) plus a first ``baseline`` row
     (DiRe off), each ``dire.experiments.drivers.run_seeds`` over ``seeds`` with students scored on the
     validation split."""
+    check_seeds(seeds)
     if validation_per_class < 1:
         raise ValueError(
             f"a sweep chooses on a validation split: validation_per_class must be >= 1, got {validation_per_class}"

@@ -137,6 +137,9 @@ def train_experts(
     def done(i: int) -> bool:
         return (folder / f"expert_{i:04d}.pt").exists()
 
+    for i in range(num_experts):  # a kill between saving an expert and dropping its partial file leaves the latter
+        if done(i):
+            (folder / f"expert_{i:04d}.partial.pt").unlink(missing_ok=True)
     if all(done(i) for i in range(num_experts)):
         return folder
     x_all, y_all = _training_images(train_set, config, seed)

@@ -82,6 +82,7 @@ def get_teacher(
     )
     with lock(folder):  # one process trains; the others wait here, then load what it saved
         if (folder / "metrics.json").exists():  # written last: the teacher is complete
+            (folder / "checkpoint.pt").unlink(missing_ok=True)  # left if a kill came right after metrics.json
             model.load_state_dict(load(folder / "model.pt", map_location=device))
             metrics = read_json(folder / "metrics.json")
             return model.eval(), {"dir": str(folder), "config": config, **metrics}

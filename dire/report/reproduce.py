@@ -135,8 +135,10 @@ def reproduce(
     device: str = "cpu",
     notebooks: Path = NOTEBOOKS,
     log: Callable[[str], None] = print,
+    extra: dict | None = None,
 ) -> list[NotebookRun]:
-    """Run the profile's notebooks (all, or ``only``), then write the HTML index."""
+    """Run the profile's notebooks (all, or ``only``), then write the HTML index. ``extra``: parameters given
+    to every notebook on top of its profile (e.g. ``{"deterministic": True}``)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
     names = list_notebooks(notebooks)
@@ -149,7 +151,7 @@ def reproduce(
     runs = []
     for i, name in enumerate(names, 1):
         log(f"[{i}/{len(names)}] {name} ({profile}, {device}) ...")
-        run = run_notebook(name, profile=profile, device=device, notebooks=notebooks, build=build)
+        run = run_notebook(name, profile=profile, device=device, notebooks=notebooks, build=build, extra=extra)
         log(f"[{i}/{len(names)}] {name}: {'ok' if run.ok else 'FAILED at ' + run.error} ({run.seconds:.1f} s)")
         runs.append(run)
     index = write_index(runs, profile=profile, figures=notebooks.parent / "figures", path=build / "index.html")

@@ -484,6 +484,8 @@ def synthesize(
     with lock(out_dir, "synthetic"):
         if final.exists():  # assembled by another process meanwhile
             return load(final)
+        for unit in units:  # a kill between saving a unit and dropping its checkpoint leaves the checkpoint
+            (out_dir / f"{unit.name}.ckpt.pt").unlink(missing_ok=True)
         parts = [load(out_dir / f"{u.name}.pt") for u in units]
         synthetic = {
             "images": torch.cat([p["images"] for p in parts]),
