@@ -11,6 +11,10 @@ new one, never half of one) with the permissions the umask allows, and :func:`lo
 two processes, users or notebooks is computed once. A file that cannot be read raises
 :class:`CacheError`, one line naming the file and how to recover.
 
+Device: keys leave out the device on purpose. A teacher, bank or synthetic set is the same artifact
+whichever device made it (up to floating-point rounding), so one made on the CPU serves a GPU run and
+the other way round; ``--deterministic`` makes reruns on one device match bit for bit.
+
 Format: :data:`FORMAT` is the layout version of the artifacts. It enters every key once it is
 above 1, so a ``runs/`` written by code of another format is never reused silently; format 1 is
 the layout every run folder has had so far, so its keys are the keys they already have.

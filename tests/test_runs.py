@@ -1,5 +1,7 @@
 """Config hashing, run folders, atomic writes."""
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import pytest
@@ -42,3 +44,15 @@ def test_atomic_save_roundtrip_and_no_partial_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.pt"]  # no temporary left behind
     atomic_write_text(tmp_path / "a.txt", "hi")
     assert (tmp_path / "a.txt").read_text() == "hi"
+
+
+def test_format_version_enters_keys_once_it_changes(tmp_path, monkeypatch):
+    import dire.runs as runs
+
+    config = {"stage": "teacher", "seed": 0}
+    legacy = hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    assert runs.config_hash(config) == legacy  # format 1: the keys every cached run already has
+    old = runs.run_dir("teacher", config, root=tmp_path)
+    monkeypatch.setattr(runs, "FORMAT", 2)
+    new = runs.run_dir("teacher", config, root=tmp_path)
+    assert new != old and json.loads((new / "config.json").read_text())["format"] == 2
