@@ -56,3 +56,23 @@ def test_format_version_enters_keys_once_it_changes(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "FORMAT", 2)
     new = runs.run_dir("teacher", config, root=tmp_path)
     assert new != old and json.loads((new / "config.json").read_text())["format"] == 2
+
+
+def test_cached_student_results_are_checked_against_the_set_they_were_trained_on(tmp_path):
+    from dire.evaluation.common import per_seed, synthetic_digest
+
+    calls = []
+
+    def train(seed, checkpoint):
+        calls.append(seed)
+        return {"final": float(seed), "best": float(seed)}
+
+    a = {"images": torch.zeros(2, 1, 2, 2, dtype=torch.uint8), "labels": torch.tensor([0, 1])}
+    b = {"images": torch.ones(2, 1, 2, 2, dtype=torch.uint8), "labels": torch.tensor([0, 1])}
+    assert synthetic_digest(a) != synthetic_digest(b)
+    kwargs = dict(stage="student", config={"synthetic": "same-folder-name"}, runs_root=tmp_path)
+    per_seed([0, 1], train, digest=synthetic_digest(a), **kwargs)
+    per_seed([0, 1], train, digest=synthetic_digest(a), **kwargs)  # cached
+    assert calls == [0, 1]
+    per_seed([0, 1], train, digest=synthetic_digest(b), **kwargs)  # same key, other pixels: trained again
+    assert calls == [0, 1, 0, 1]
