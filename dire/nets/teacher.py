@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` streams it (a widget would not)
 
 from dire.data import load_dataset, validation_split
 from dire.nets.models import Classifier, build_model
@@ -111,15 +111,21 @@ def get_teacher(
             folder / "checkpoint.pt",
         )
 
+    steps = -(-len(train_set) // recipe.batch_size)
+    # counted in batches: a teacher epoch on a real training set can take a minute on a CPU
     bar = tqdm(
-        total=recipe.epochs, initial=start, desc=f"teacher {arch} on {dataset}", unit="epoch", disable=not progress
+        total=recipe.epochs * steps,
+        initial=start * steps,
+        desc=f"teacher {arch} on {dataset} ({recipe.epochs} epochs)",
+        unit="batch",
+        disable=not progress,
     )
     history = fit(
         model,
         batches,
         recipe,
         loss_fn=lambda logits, _x, y: F.cross_entropy(logits, y),
-        steps_per_epoch=-(-len(train_set) // recipe.batch_size),
+        steps_per_epoch=steps,
         generator=generator,
         device=device,
         evaluate=lambda: accuracy(model, test_set, device=device, workers=workers),
@@ -127,7 +133,7 @@ def get_teacher(
         optimizer=optimizer,
         on_epoch_end=save_checkpoint,
         history=history,
-        progress=lambda _e: bar.update(),
+        on_batch=bar.update,
     )
     bar.close()
     metrics = {"test_acc": history[-1]["acc"], "history": history}

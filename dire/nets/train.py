@@ -200,10 +200,12 @@ def fit(
     on_epoch_end: Callable[[int, torch.optim.Optimizer, list], None] | None = None,
     history: list | None = None,
     progress: Callable[[int], None] | None = None,
+    on_batch: Callable[[], None] | None = None,
 ) -> list[dict]:
     """Train ``model`` for ``recipe.epochs``: ``batches(epoch)`` yields (x, y) on ``device``;
     ``loss_fn(logits, x_aug, y)`` gives the loss. Returns the evaluation history
-    ``[{"epoch": e, "acc": a}, ...]`` (every ``eval_every`` epochs and at the end)."""
+    ``[{"epoch": e, "acc": a}, ...]`` (every ``eval_every`` epochs and at the end). ``progress(epoch)`` runs after
+    each epoch, ``on_batch()`` after each optimiser step."""
     optimizer = optimizer or make_optimizer(model, recipe)
     history = list(history or [])
     model.train()
@@ -218,6 +220,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if on_batch is not None:
+                on_batch()
         last = epoch + 1 == recipe.epochs
         if evaluate is not None and (last or (recipe.eval_every and (epoch + 1) % recipe.eval_every == 0)):
             history.append({"epoch": epoch + 1, "acc": evaluate()})

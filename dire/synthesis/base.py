@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` streams it (a widget would not)
 
 from dire.data import DatasetInfo, ImageDataset, to_uint8
 from dire.regularizer import TERMS, DiRe, RealBank
@@ -309,8 +309,10 @@ def _unit_generator(seed: int, unit: Unit) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + unit.block * 10_007 + unit.chunk)
 
 
-def run_unit(method: Method, ctx: Context, unit: Unit, dire: DiRe | None) -> dict[str, torch.Tensor]:
-    """Optimise one unit from scratch and return its stored images and labels."""
+def run_unit(
+    method: Method, ctx: Context, unit: Unit, dire: DiRe | None, on_step: Callable[[], None] | None = None
+) -> dict[str, torch.Tensor]:
+    """Optimise one unit from scratch and return its stored images and labels (``on_step`` after each step)."""
     cfg, device = ctx.config, ctx.device
     start = time.perf_counter()
     generator = _unit_generator(cfg.seed, unit)
@@ -332,6 +334,8 @@ def run_unit(method: Method, ctx: Context, unit: Unit, dire: DiRe | None) -> dic
         loss.backward()
         optimizer.step()
         method.after_step(ctx, params)
+        if on_step is not None:
+            on_step()
     with torch.no_grad():
         images, stored_labels = method.stored(ctx, unit, params, labels)
         extras = {k: v.detach().cpu() for k, v in method.extras(ctx, unit, params).items()}
@@ -375,10 +379,18 @@ def synthesize(
     method.setup(ctx)
     units = method.units(ctx)
     todo = [u for u in units if not (out_dir / f"{u.name}.pt").exists()]
-    for unit in tqdm(todo, desc=f"{method.name}{' + DiRe' if dire_module else ''}", unit="unit", disable=not progress):
-        result = run_unit(method, ctx, unit, dire_module)
+    # counted in steps, not units: one unit can take minutes (quick profile: all classes in one unit)
+    bar = tqdm(
+        total=len(todo) * ctx.config.iterations,
+        desc=f"{method.name}{' + DiRe' if dire_module else ''} ({len(todo)} of {len(units)} units)",
+        unit="step",
+        disable=not progress,
+    )
+    for unit in todo:
+        result = run_unit(method, ctx, unit, dire_module, on_step=bar.update)
         atomic_save(result, out_dir / f"{unit.name}.pt")
         method.end_unit(ctx, unit)
+    bar.close()
     parts = [load(out_dir / f"{u.name}.pt") for u in units]
     synthetic = {
         "images": torch.cat([p["images"] for p in parts]),
