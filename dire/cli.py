@@ -182,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
     rep.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK", help="e.g. 02_ablation")
     rep.add_argument("--device", default="cpu")
+    rep.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no streamed progress, per-experiment lines or time estimates; only failures and the index",
+    )
     res = sub.add_parser(
         "results", help="refill RESULTS.md's tables from figures/ (--check: fail if out of date)", formatter_class=fmt
     )
@@ -259,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "reproduce":
             from dire.report.reproduce import reproduce
 
-            runs = reproduce(args.profile, only=args.only, device=args.device, log=print)
+            runs = reproduce(args.profile, only=args.only, device=args.device, quiet=args.quiet, log=print)
             failed = [r.name for r in runs if not r.ok]
             return 1 if failed else 0
         if args.command == "results":
