@@ -32,6 +32,7 @@ def test_every_profile_file_names_known_parameters():
         "04_timing_memory",
         "05_diversity_tsne",
         "06_weight_sweep",
+        "07_explore",
     ]
     for profile in ("smoke", "quick", "paper"):
         for name in list_notebooks():
