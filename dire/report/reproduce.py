@@ -16,7 +16,6 @@ from the same notebooks' times on earlier runs (``build/<profile>/timings.json``
 
 from __future__ import annotations
 
-import html
 import json
 import sys
 import time
@@ -128,32 +127,34 @@ def run_notebook(
         return NotebookRun(name, False, time.perf_counter() - start, output, _failing_cell(exc))
 
 
-def write_index(runs: Sequence[NotebookRun], *, profile: str, figures: Path, path: Path) -> Path:
-    """An HTML page with each notebook's status and every table and figure of the profile."""
-    from dire.runs import atomic_write_text
+def write_index(
+    runs: Sequence[NotebookRun],
+    *,
+    profile: str,
+    figures: Path,
+    path: Path,
+    device: str = "cpu",
+    notebooks: Sequence[str] | None = None,
+) -> Path:
+    """``path`` (``build/<profile>/index.html``): each notebook's status, time and executed copy (exported to HTML
+    too when nbconvert is installed), every table and figure of ``figures/<profile>/`` (copied beside the page and
+    linked relatively, so the folder can be zipped or served) and the environment (:mod:`dire.report.page`)."""
+    from dire.report.page import environment, export_html, write_page
 
-    rows = "".join(
-        f"<tr><td>{html.escape(r.name)}</td><td>{'ok' if r.ok else 'FAILED'}</td><td>{r.seconds:.1f} s</td>"
-        f"<td>{html.escape(r.error)}</td><td><a href='{html.escape(r.output.name)}'>executed notebook</a></td></tr>"
-        for r in runs
+    for run in runs:
+        if run.output.exists():
+            export_html(run.output)
+    names = list(notebooks) if notebooks is not None else [r.name for r in runs]
+    names += [r.name for r in runs if r.name not in names]
+    return write_page(
+        path=path,
+        profile=profile,
+        notebooks=names,
+        runs={r.name: r for r in runs},
+        timings=read_timings(path.parent),
+        figures=figures / profile,
+        env=environment(profile=profile, device=device, repo=REPO),
     )
-    parts = [
-        f"<h1>dire: profile {html.escape(profile)}</h1>",
-        f"<table border=1><tr><th>notebook</th><th>status</th><th>time</th><th>error</th><th></th></tr>{rows}</table>",
-    ]
-    folder = figures / profile
-    for md in sorted(folder.glob("*.md")):
-        parts.append(
-            f"<h2>{html.escape(md.stem)}</h2><pre>{html.escape(md.read_text())}</pre>"
-            f"<p><a href='{html.escape(str(md.with_suffix('.csv').resolve()))}'>CSV</a></p>"
-        )
-    for png in sorted(folder.glob("*.png")):
-        pdf = png.with_suffix(".pdf")
-        parts.append(
-            f"<h3>{html.escape(png.stem)}</h3><img src='{html.escape(str(png.resolve()))}' width=700>"
-            + (f"<p><a href='{html.escape(str(pdf.resolve()))}'>PDF</a></p>" if pdf.exists() else "")
-        )
-    return atomic_write_text(path, "<html><body>" + "\n".join(parts) + "</body></html>\n")
 
 
 def read_timings(build: Path) -> dict[str, dict]:
@@ -232,6 +233,13 @@ def reproduce(
         if not quiet or not run.ok:
             log(f"[{i}/{len(names)}] {name}: {'ok' if run.ok else 'FAILED at ' + run.error} ({run.seconds:.1f} s)")
         runs.append(run)
-    index = write_index(runs, profile=profile, figures=notebooks.parent / "figures", path=build / "index.html")
+    index = write_index(
+        runs,
+        profile=profile,
+        figures=notebooks.parent / "figures",
+        path=build / "index.html",
+        device=device,
+        notebooks=list_notebooks(notebooks),
+    )
     log(f"index: {index}")
     return runs
