@@ -17,7 +17,9 @@ from the same notebooks' times on earlier runs (``build/<profile>/timings.json``
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,6 +75,14 @@ def _failing_cell(exc: Exception) -> str:
     return f"cell {cell}: {ename}: {evalue}" if cell is not None else f"{ename}: {evalue}"
 
 
+def kernel_transport(folder: str | Path) -> str:
+    """``"ipc"`` (kernel sockets as files: nothing listens on the network, and the kernel does not warn that it "is
+    running over TCP without encryption") when sockets named like ``<folder>/kernel-<uuid>-ipc-5`` fit the 107
+    bytes a Unix socket path may have; else ``"tcp"`` on the loopback interface, which always works."""
+    longest = Path(folder) / ("kernel-" + "0" * 36 + "-ipc-5")
+    return "ipc" if os.name == "posix" and len(str(longest).encode()) < 100 else "tcp"
+
+
 def run_notebook(
     name: str,
     *,
@@ -118,9 +128,8 @@ def run_notebook(
             stdout_file=None if quiet else stdout or sys.stdout,
             stderr_file=None if quiet else stderr or sys.stderr,
             coalesce_streams=True,  # the saved notebook keeps a bar's last state, not every redraw
-            # local sockets instead of TCP: nothing listens on the network, and the kernel does not warn that
-            # it "is running over TCP without encryption"
-            config=Config({"KernelManager": {"transport": "ipc"}}),
+            # the kernel's connection file, and so its sockets, go to the temporary folder
+            config=Config({"KernelManager": {"transport": kernel_transport(tempfile.gettempdir())}}),
         )
         return NotebookRun(name, True, time.perf_counter() - start, output)
     except Exception as exc:  # a failing notebook must not stop the others
