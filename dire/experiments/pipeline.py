@@ -260,14 +260,15 @@ def run_experiment(
 
 
 def result_line(result: dict, seconds: float | None = None) -> str:
-    """One line for a finished experiment, e.g. ``done: sre2l + DiRe on digits, IPC 5, seed 0: accuracy 80.12 %
-    (1 student), Vendi 3.41 [12 s]`` (``dire reproduce`` streams it as each experiment ends)."""
+    """One line for a finished experiment, e.g. ``done: sre2l + DiRe (w 0.1, cd,cdm,edm) on digits, IPC 5, seed 0:
+    convnet student accuracy 80.12 % (1 seed), Vendi 3.41 [12 s]`` (``dire reproduce`` streams it as each experiment
+    ends)."""
     cfg, acc = result["config"], result["accuracy"]["final"]
     dire = cfg["dire"]
     name = cfg["method"] + (f" + DiRe (w {dire['weight']:g}, {','.join(dire['terms'])})" if dire["enabled"] else "")
     took = f" [{seconds:.0f} s]" if seconds is not None else ""
     return (
         f"done: {name} on {cfg['dataset']}, IPC {cfg['synthesis']['ipc']}, seed {cfg['synthesis']['seed']}: "
-        f"accuracy {acc['mean']:.2f} % ({acc['n']} student{'s' if acc['n'] != 1 else ''}), "
+        f"{cfg['student_arch']} student accuracy {acc['mean']:.2f} % ({acc['n']} seed{'s' if acc['n'] != 1 else ''}), "
         f"Vendi {result['diversity']['vendi']:.2f}{took}"
     )
