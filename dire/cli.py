@@ -190,7 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser(
         "lab",
         help="register the Jupyter kernel 'Python (dire)' for this user and open JupyterLab on notebooks/",
-        formatter_class=fmt,
     )
     lab.add_argument("--no-browser", action="store_true", help="start the server without opening a browser")
     lab.add_argument("--port", type=int, default=None, help="server port (default: Jupyter's, 8888 or the next free)")
