@@ -4,16 +4,17 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test test-fast lint reproduce bench clean
+.PHONY: setup test test-fast lint reproduce lab bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# installs torch first (pinned pair), then the package with its dev extra
+# installs torch first (pinned pair), then the package with its dev and notebooks extras (JupyterLab and
+# ipywidgets too, so the lab test of make test runs)
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,notebooks]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -32,6 +33,11 @@ test-fast: setup
 # regenerate every table and figure of the quick profile (Fashion-MNIST, CPU)
 reproduce: setup
 	$(BIN)/dire reproduce --profile quick
+
+# JupyterLab on notebooks/ (kernels start there, as the notebooks' ../data, ../runs expect); registers the
+# kernel "Python (dire)" for this user, so other Jupyter front-ends can pick this environment too
+lab: setup
+	$(BIN)/dire lab
 
 lint: setup
 	$(BIN)/ruff check --fix .

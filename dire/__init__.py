@@ -19,7 +19,8 @@ The folders follow the data flow; a stage imports only the stages above it
     experiments/    config.py (every default), pipeline.py (one experiment end to end),
        │            drivers.py (compare, ablation, cross-architecture), sweep.py, cost.py
        │
-    report/         tables, plots, notebook parameter checks, the papermill runner
+    report/         tables, plots, notebook parameter checks, the papermill runner and its report page,
+       │            the explorer's cached-experiment views
        │
     cli.py          the ``dire`` command
 

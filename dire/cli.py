@@ -1,6 +1,6 @@
 """Command line: ``dire condense`` runs one experiment and prints accuracy and diversity; ``dire compare``
 tabulates baseline vs + DiRe over seeds; ``dire sweep`` chooses DiRe's weights on a validation split;
-``dire reproduce`` runs the notebooks of a profile.
+``dire reproduce`` runs the notebooks of a profile; ``dire lab`` opens them in JupyterLab.
 
 Every experiment option is generated from :mod:`dire.experiments.config` (its defaults and help come from the
 dataclass fields), so ``dire condense --help`` shows the same defaults as the notebooks. Example::
@@ -187,6 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK", help="e.g. 02_ablation")
     rep.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     rep.add_argument("--deterministic", action="store_true", help="pass deterministic=True to every notebook")
+    rep.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no streamed progress, per-experiment lines or time estimates; only failures and the index",
+    )
+    lab = sub.add_parser(
+        "lab",
+        help="register the Jupyter kernel 'Python (dire)' for this user and open JupyterLab on notebooks/",
+    )
+    lab.add_argument("--no-browser", action="store_true", help="start the server without opening a browser")
+    lab.add_argument("--port", type=int, default=None, help="server port (default: Jupyter's, 8888 or the next free)")
+    lab.add_argument("--token", default=None, help="server token (default: a random one, printed in the log)")
     res = sub.add_parser(
         "results", help="refill RESULTS.md's tables from figures/ (--check: fail if out of date)", formatter_class=fmt
     )
@@ -297,6 +309,51 @@ def _runs_command(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+KERNEL = "dire"
+
+
+def lab(*, browser: bool = True, port: int | None = None, token: str | None = None) -> int:
+    """Register the kernel ``dire`` (this interpreter, for this user: any Jupyter front-end can pick it), then run
+    JupyterLab rooted at the repository with notebooks/ open; each notebook's kernel starts in notebooks/, the
+    working folder its ``../data``, ``../runs`` and ``../figures`` expect. Returns the server's exit code."""
+    import os
+    import subprocess
+    from importlib.util import find_spec
+
+    from dire.report.reproduce import NOTEBOOKS, kernel_transport
+
+    if find_spec("jupyterlab") is None:
+        raise FileNotFoundError("JupyterLab is not installed: pip install -e '.[notebooks]' (make lab does that)")
+    from ipykernel.kernelspec import install
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    install(user=True, kernel_name=KERNEL, display_name="Python (dire)")
+    argv = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        f"--ServerApp.root_dir={NOTEBOOKS.parent}",
+        f"--LabApp.default_url=/lab/tree/{NOTEBOOKS.name}",
+        "--ServerApp.ip=127.0.0.1",
+        # kernel sockets beside their connection files in Jupyter's runtime folder, as dire reproduce does
+        f"--KernelManager.transport={kernel_transport(jupyter_runtime_dir())}",
+    ]
+    if not browser:
+        argv.append("--no-browser")
+    if port is not None:
+        argv += [f"--ServerApp.port={port}", "--ServerApp.port_retries=0"]
+    if token is not None:
+        argv.append(f"--IdentityProvider.token={token}")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and CI run as root; Jupyter refuses without this
+        argv.append("--allow-root")
+    if os.name == "posix":  # become the server, so a signal (Ctrl-C, a test's terminate) reaches it directly
+        os.execv(sys.executable, argv)
+    try:
+        return subprocess.call(argv)
+    except KeyboardInterrupt:  # Ctrl-C reaches the server too, which shuts down
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -310,11 +367,13 @@ def main(argv: list[str] | None = None) -> int:
             from dire.report.reproduce import reproduce
 
             extra = {"deterministic": True} if args.deterministic else None
-            runs = reproduce(args.profile, only=args.only, device=args.device, log=print, extra=extra)
+            runs = reproduce(args.profile, only=args.only, device=args.device, quiet=args.quiet, log=print, extra=extra)
             failed = [r.name for r in runs if not r.ok]
             return 1 if failed else 0
         if args.command == "runs":
             return _runs_command(args)
+        if args.command == "lab":
+            return lab(browser=not args.no_browser, port=args.port, token=args.token)
         if args.command == "results":
             from pathlib import Path
 

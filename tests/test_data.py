@@ -550,6 +550,22 @@ def test_tiny_imagenet(tmp_path):
     torch.testing.assert_close(val.class_images(0), xs[[1, 3]])
 
 
+def test_wordnet_ids_get_the_datasets_own_words_for_figures(tmp_path):
+    wnids, _, _ = make_tiny(tmp_path)
+    assert D.load_dataset("tiny-imagenet", root=tmp_path, expect_classes=3).names == tuple(wnids)  # no words.txt
+    # the archive's words.txt lists every WordNet id (tab, comma-separated synonyms); the first word names a class
+    words = "n0100\tgoldfish, Carassius auratus\nn0200\tEuropean fire salamander\nn9999\tunused\n"
+    (tmp_path / "tiny-imagenet-200" / "words.txt").write_text(words)
+    train = D.load_dataset("tiny-imagenet", root=tmp_path, expect_classes=3)
+    assert train.classes == tuple(wnids) and train.names == ("n0300", "goldfish", "European fire salamander")
+    assert D.validation_split(train, 1)[1].names == train.names  # subsets keep them
+    make_imagenet(tmp_path)  # LOC_synset_mapping.txt: "<wnid> <words>"
+    (tmp_path / "imagenet" / "LOC_synset_mapping.txt").write_text("n0100 tench, Tinca tinca\nn0900 toilet tissue\n")
+    assert D.load_dataset("imagenet", root=tmp_path, expect_classes=3).names == ("tench", "n0500", "toilet tissue")
+    fashion = D.TensorImageDataset(D.dataset_info("fashion-mnist"), torch.zeros(1, 1, 28, 28), [0], D.FASHION_CLASSES)
+    assert fashion.names[:2] == ("T-shirt/top", "Trouser")
+
+
 def test_tiny_imagenet_class_count_and_missing(tmp_path):
     make_tiny(tmp_path)
     with pytest.raises(ValueError, match="expected 200"):

@@ -148,6 +148,19 @@ def test_image_grid_shape():
         image_grid(images.float(), labels)
 
 
+def test_image_grid_rows_carry_class_names_inside_the_figure():
+    from dire.data.datasets import FASHION_CLASSES
+
+    images = torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8)
+    fig = image_grid(images, torch.arange(10).repeat(2), per_class=2, class_names=FASHION_CLASSES)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    rows = fig.axes[::2]
+    assert [ax.get_ylabel() for ax in rows] == list(FASHION_CLASSES)
+    # the longest names ("T-shirt/top", "Ankle boot") are not cut off at the left edge
+    assert min(ax.yaxis.label.get_window_extent(renderer).x0 for ax in rows) >= 0
+
+
 def test_bar_chart_groups_and_rejects_duplicates():
     rows = [{"m": "a", "acc": 1.0}, {"m": "b", "acc": float("nan")}, {"m": "c", "acc": 3.0}]
     fig = bar_chart(rows, x="m", y="acc")

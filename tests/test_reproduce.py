@@ -1,12 +1,24 @@
-"""The papermill runner: injected parameters reach the notebook and shape its table; failures are
-reported with their cell while the other notebooks still run; parameters are validated."""
+"""The papermill runner: injected parameters reach the notebook and shape its table; the kernel's progress and
+result lines are streamed while it runs (over IPC, so without the kernel's TCP warning), and --quiet silences
+them; failures are reported with their cell while the other notebooks still run; parameters are validated;
+time estimates come from earlier runs."""
 
 import csv
+import json
+import time
 
 import pytest
 
 from dire.report.notebook import check_parameters
-from dire.report.reproduce import NOTEBOOKS, list_notebooks, load_profile, reproduce, run_notebook
+from dire.report.reproduce import (
+    NOTEBOOKS,
+    estimate_left,
+    list_notebooks,
+    load_profile,
+    read_timings,
+    reproduce,
+    run_notebook,
+)
 
 
 def test_every_profile_file_names_known_parameters():
@@ -20,6 +32,7 @@ def test_every_profile_file_names_known_parameters():
         "04_timing_memory",
         "05_diversity_tsne",
         "06_weight_sweep",
+        "07_explore",
     ]
     for profile in ("smoke", "quick", "paper"):
         for name in list_notebooks():
@@ -27,7 +40,24 @@ def test_every_profile_file_names_known_parameters():
             assert set(load_profile(profile, name)) <= known, (profile, name)
 
 
-def test_runner_injects_parameters_and_writes_the_table(tmp_path, runs_root):
+class _Stamped:
+    """A stream that keeps what was written and when."""
+
+    def __init__(self):
+        self.parts: list[tuple[float, str]] = []
+
+    def write(self, text: str) -> None:
+        self.parts.append((time.monotonic(), text))
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def text(self) -> str:
+        return "".join(t for _, t in self.parts)
+
+
+def test_runner_injects_parameters_and_writes_the_table(tmp_path, runs_root, capfd):
     figures = tmp_path / "figures"
     extra = {
         "figures_root": str(figures),
@@ -39,8 +69,21 @@ def test_runner_injects_parameters_and_writes_the_table(tmp_path, runs_root):
         "bank_per_class": 50,
         "data_root": str(NOTEBOOKS.parent / "data"),
     }
-    run = run_notebook("02_ablation", profile="smoke", build=tmp_path / "build", extra=extra)
+    out, err = _Stamped(), _Stamped()
+    start = time.monotonic()
+    run = run_notebook("02_ablation", profile="smoke", build=tmp_path / "build", extra=extra, stdout=out, stderr=err)
     assert run.ok, run.error
+    # streamed while running: synthesis and student bars on stderr, one result line per experiment on stdout
+    bars = err.text.replace("\r", "\n")
+    assert "sre2l (1 of 1 units): 100%" in bars and "sre2l + DiRe (1 of 1 units): 100%" in bars
+    assert "student convnet seed 0: 100%|" in bars and "10/10" in bars
+    done = [line for line in out.text.splitlines() if line.startswith("done: ")]
+    assert len(done) == 2 and done[0].startswith("done: sre2l on digits, IPC 5, seed 0: convnet student accuracy ")
+    assert done[1].startswith("done: sre2l + DiRe (w 0.1, cd,cdm,edm) on digits") and "Vendi " in done[1]
+    stamps = [start] + sorted(t for t, _ in out.parts + err.parts)
+    assert max(b - a for a, b in zip(stamps, stamps[1:])) < 30  # never silent for 30 s
+    # the kernel ran over IPC: its own stderr (inherited by this process) has no TCP warning
+    assert "without encryption" not in capfd.readouterr().err
     with open(figures / "smoke" / "02_ablation.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["variant"] for r in rows] == ["none", "all"]  # the injected variants, not the default eight
@@ -52,7 +95,7 @@ def test_runner_injects_parameters_and_writes_the_table(tmp_path, runs_root):
     assert (tmp_path / "build" / "02_ablation.ipynb").exists()
 
 
-def test_failing_notebook_is_named_with_its_cell_and_others_still_run(tmp_path, monkeypatch):
+def test_failing_notebook_is_named_with_its_cell_and_others_still_run(tmp_path, capsys):
     nb_dir = tmp_path / "notebooks"
     nb_dir.mkdir()
     import nbformat
@@ -64,18 +107,30 @@ def test_failing_notebook_is_named_with_its_cell_and_others_still_run(tmp_path, 
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nb.metadata["language_info"] = {"name": "python"}
         nbformat.write(nb, nb_dir / f"{name}.ipynb")
-    # the runner always injects profile and device: give these notebooks those parameters too
+    # the runner always injects profile, device and progress: give these notebooks those parameters too
     for path in nb_dir.glob("*.ipynb"):
         nb = nbformat.read(path, as_version=4)
-        nb.cells[0].source += '\nprofile: str = "smoke"\ndevice: str = "cpu"'
+        nb.cells[0].source += '\nprofile: str = "smoke"\ndevice: str = "cpu"\nprogress: bool = True'
+        nb.cells.append(new_code_cell("print('progress is', progress)"))
         nbformat.write(nb, path)
     logs = []
-    runs = reproduce("smoke", notebooks=nb_dir, log=logs.append)
+    runs = reproduce("smoke", notebooks=nb_dir, quiet=True, log=logs.append)
     assert [(r.name, r.ok) for r in runs] == [("01_bad", False), ("02_good", True)]
     assert "RuntimeError" in runs[0].error and "broken on purpose" in runs[0].error and "cell" in runs[0].error
-    assert any("01_bad: FAILED" in line for line in logs)
+    # quiet: the failure and the index only, nothing streamed, and the notebooks were told progress=False
+    assert len(logs) == 2 and "01_bad: FAILED" in logs[0] and logs[1].startswith("index: ")
+    assert "progress is" not in capsys.readouterr().out
+    executed = nbformat.read(tmp_path / "build" / "smoke" / "02_good.ipynb", as_version=4)
+    assert "progress is False" in executed.cells[-1].outputs[0]["text"]
     index = (tmp_path / "build" / "smoke" / "index.html").read_text()
     assert "FAILED" in index and "02_good" in index
+    # the good run's time is kept; the next run estimates from it and streams the notebook's output
+    timings = read_timings(tmp_path / "build" / "smoke")
+    assert set(timings) == {"02_good"} and timings["02_good"]["device"] == "cpu"
+    logs.clear()
+    reproduce("smoke", notebooks=nb_dir, log=logs.append)
+    assert "never timed here" in logs[0] and "left by earlier runs" in logs[0]
+    assert "progress is True" in capsys.readouterr().out
 
 
 def test_unknown_profile_parameter_is_rejected_before_running(tmp_path):
@@ -101,3 +156,21 @@ def test_check_parameters_types_and_unknown_names():
         check_parameters({**ns, "bogus": 1}, before=set())
     with pytest.raises(ValueError, match="unknown profile 'huge'"):
         reproduce("huge")
+
+
+def test_time_left_is_estimated_from_earlier_runs_on_the_same_device():
+    timings = {"01_a": {"seconds": 120.0, "device": "cpu"}, "02_b": {"seconds": 60.0, "device": "cuda"}}
+    assert estimate_left(["01_a"], timings, "cpu") == "about 2 min left by earlier runs"
+    assert estimate_left(["01_a", "02_b"], timings, "cpu") == (
+        "about 2 min left by earlier runs, plus 1 notebook never timed here"
+    )  # 02_b's time is from another device
+    assert estimate_left(["02_b"], timings, "cpu") == "no earlier time for this on cpu"
+    assert estimate_left(["01_a"], {"01_a": {"seconds": 7200.0, "device": "cpu"}}, "cpu").startswith("about 2.0 h")
+
+
+def test_unreadable_timings_file_says_what_to_do(tmp_path):
+    (tmp_path / "timings.json").write_text("{not json")
+    with pytest.raises(ValueError, match="delete it"):
+        read_timings(tmp_path)
+    (tmp_path / "timings.json").write_text(json.dumps({"x": {"seconds": 1, "device": "cpu"}}))
+    assert read_timings(tmp_path) == {"x": {"seconds": 1, "device": "cpu"}}

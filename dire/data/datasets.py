@@ -160,6 +160,9 @@ class ImageDataset(torch.utils.data.Dataset):
             ``load_dataset(..., expect_classes=...)`` was used).
         targets: ``LongTensor [N]`` of labels in dataset order.
         classes: class names (or WordNet ids), index = label.
+        names: names to show in figures and tables: ``classes``, or for WordNet ids the
+            dataset's own words for them when it ships them (Tiny-ImageNet's ``words.txt``,
+            ImageNet's ``LOC_synset_mapping.txt``).
 
     Subclasses implement :meth:`_pixels` (one image in [0, 1]).
     """
@@ -167,8 +170,11 @@ class ImageDataset(torch.utils.data.Dataset):
     info: DatasetInfo
     targets: Tensor
     classes: tuple[str, ...]
+    names: tuple[str, ...]
 
-    def __init__(self, info: DatasetInfo, targets: Tensor, classes: Sequence[str]) -> None:
+    def __init__(
+        self, info: DatasetInfo, targets: Tensor, classes: Sequence[str], names: Sequence[str] | None = None
+    ) -> None:
         targets = torch.as_tensor(targets, dtype=torch.long)
         if targets.ndim != 1:
             raise ValueError(f"targets must be 1-d, got shape {tuple(targets.shape)}")
@@ -179,6 +185,9 @@ class ImageDataset(torch.utils.data.Dataset):
         self.info = info
         self.targets = targets
         self.classes = tuple(classes)
+        self.names = self.classes if names is None else tuple(names)
+        if len(self.names) != len(self.classes):
+            raise ValueError(f"{len(self.names)} display names for {len(self.classes)} classes")
 
     def __len__(self) -> int:
         return int(self.targets.numel())
@@ -298,9 +307,10 @@ class FileImageDataset(ImageDataset):
         classes: Sequence[str],
         *,
         resize_to: int | None = None,
+        names: Sequence[str] | None = None,
     ) -> None:
         self.samples = [(Path(p), int(y)) for p, y in samples]
-        super().__init__(info, torch.tensor([y for _, y in self.samples], dtype=torch.long), classes)
+        super().__init__(info, torch.tensor([y for _, y in self.samples], dtype=torch.long), classes, names)
         self.resize_to = info.image_size if resize_to is None else int(resize_to)
         if self.resize_to < info.image_size:
             raise ValueError(f"resize_to {self.resize_to} < image_size {info.image_size}")
@@ -324,7 +334,7 @@ class SubsetImageDataset(ImageDataset):
 
     def __init__(self, base: ImageDataset, indices: Tensor) -> None:
         self.base, self.indices = base, torch.as_tensor(indices, dtype=torch.long)
-        super().__init__(base.info, base.targets[self.indices], base.classes)
+        super().__init__(base.info, base.targets[self.indices], base.classes, base.names)
 
     def _pixels(self, i: int) -> Tensor:
         return self.base._pixels(int(self.indices[i]))
@@ -597,6 +607,19 @@ def _image_files(folder: Path, *, required: bool = False) -> list[Path]:
     return sorted(files)
 
 
+def _wordnet_names(wnids: Sequence[str], words: Path) -> list[str] | None:
+    """Each wnid's first word from a ``<wnid><space or tab><word>, <synonym>, ...`` file (Tiny-ImageNet's
+    ``words.txt``, ImageNet's ``LOC_synset_mapping.txt``); None without the file. A wnid it lacks keeps its id."""
+    if not words.is_file():
+        return None
+    first = {}
+    for line in words.read_text().splitlines():
+        wnid, _, text = line.strip().partition("\t") if "\t" in line else line.strip().partition(" ")
+        if wnid and text.strip():
+            first[wnid] = text.split(",")[0].strip()
+    return [first.get(w, w) for w in wnids]
+
+
 def _check_count(name: str, found: int, expected: int, where: Path) -> None:
     if found != expected:
         raise ValueError(
@@ -645,7 +668,7 @@ def _load_tiny(info: DatasetInfo, train: bool, root: Path, expected: int) -> Ima
                 raise _missing("Tiny-ImageNet val image", [path.parent], [fields[0]], how)
             samples.append((path, index[fields[1]]))
     info = dataclasses.replace(info, num_classes=len(wnids))
-    return FileImageDataset(info, samples, wnids)
+    return FileImageDataset(info, samples, wnids, names=_wordnet_names(wnids, base / "words.txt"))
 
 
 def _subdirs(folder: Path) -> list[str]:
@@ -675,7 +698,13 @@ def _load_imagenet(info: DatasetInfo, train: bool, root: Path, expected: int) ->
         raise ValueError(f"{split_dir}: class folders not in {train_dir}: {unknown[:5]}")
     samples = [(p, index[w]) for w in split_wnids for p in _image_files(split_dir / w, required=True)]
     info = dataclasses.replace(info, num_classes=len(wnids))
-    return FileImageDataset(info, samples, wnids, resize_to=round(256 * info.image_size / 224))
+    return FileImageDataset(
+        info,
+        samples,
+        wnids,
+        resize_to=round(256 * info.image_size / 224),
+        names=_wordnet_names(wnids, base / "LOC_synset_mapping.txt"),
+    )
 
 
 _ARRAY_LOADERS: dict[str, Callable[[DatasetInfo, bool, Path, bool], ImageDataset]] = {

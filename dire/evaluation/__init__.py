@@ -40,6 +40,7 @@ class Students:
     device: str | torch.device = "cpu"
     cache_key: dict | None = None  # each seed's result is cached under this key (None: not cached)
     runs_root: str | Path | None = None
+    progress: bool = False  # a progress bar per student
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class SoftLabels(Protocol):
             device=s.device,
             cache_key=key,
             runs_root=s.runs_root,
+            progress=s.progress,
         )
 
 
@@ -84,6 +86,7 @@ class HardLabelsDC(Protocol):
             device=s.device,
             cache_key=s.cache_key,
             runs_root=s.runs_root,
+            progress=s.progress,
             **overrides,
         )
 

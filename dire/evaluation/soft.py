@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` streams it (a widget would not)
 
 from dire.data import ImageDataset, from_uint8
 from dire.evaluation.common import check_synthetic, per_seed, synthetic_digest

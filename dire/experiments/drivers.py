@@ -37,12 +37,13 @@ def check_seeds(seeds: Sequence[int]) -> None:
         raise ValueError("seeds is empty; give at least one seed, e.g. [0]")
 
 
-def run_seeds(exp: Experiment, seeds: Sequence[int], **run_kwargs) -> dict:
-    """Run ``exp`` once per seed; returns ``{"runs": [...], "<metric>": {"mean", "std", "n"}, ...}``."""
+def run_seeds(exp: Experiment, seeds: Sequence[int], *, log: Callable[[str], None] = print, **run_kwargs) -> dict:
+    """Run ``exp`` once per seed (``log`` gets each run's lines, ending with its result); returns
+    ``{"runs": [...], "<metric>": {"mean", "std", "n"}, ...}``."""
     check_seeds(seeds)
     runs = []
     for seed in seeds:
-        result = run_experiment(with_seed(exp, seed), **run_kwargs)
+        result = run_experiment(with_seed(exp, seed), log=log, **run_kwargs)
         runs.append(
             {
                 "seed": seed,
@@ -111,7 +112,7 @@ def compare(
             exp = dataclasses.replace(with_method(base, method, (overrides or {}).get(method)), dire=dire)
             label = row_name({"method": method, "dire": dire.enabled, "variant": variant})
             log(f"== {label}: {base.dataset}, IPC {base.synthesis.ipc}, seeds {list(seeds)}")
-            summary = run_seeds(exp, seeds, **run_kwargs)
+            summary = run_seeds(exp, seeds, log=log, **run_kwargs)
             rows.append(
                 {
                     "method": method,
@@ -175,7 +176,7 @@ def ablation(
                 "dataset": base.dataset,
                 "ipc": base.synthesis.ipc,
                 "seeds": len(seeds),
-                **run_seeds(dataclasses.replace(base, dire=dire), seeds, **run_kwargs),
+                **run_seeds(dataclasses.replace(base, dire=dire), seeds, log=log, **run_kwargs),
             }
         )
     for key in ("acc_final", "vendi", "coverage", "intra_class_cosine"):
@@ -222,7 +223,7 @@ def cross_architecture(
                     "dataset": base.dataset,
                     "ipc": base.synthesis.ipc,
                     "seeds": len(seeds),
-                    **run_seeds(exp, seeds, **run_kwargs),
+                    **run_seeds(exp, seeds, log=log, **run_kwargs),
                 }
             )
     return rows

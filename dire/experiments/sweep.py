@@ -71,7 +71,7 @@ def sweep(
         )
         name = "baseline" if point is None else ", ".join(f"{k} {v:g}" for k, v in point.items())
         log(f"== sweep {i}/{len(points) - 1}: {base.method} on {base.dataset}: {name}")
-        summary = run_seeds(dataclasses.replace(held, dire=dire), seeds, **run_kwargs)
+        summary = run_seeds(dataclasses.replace(held, dire=dire), seeds, log=log, **run_kwargs)
         rows.append(
             {
                 "point": name,

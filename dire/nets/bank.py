@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` streams it (a widget would not)
 
 from dire.data import ImageDataset
 from dire.nets.models import embed_images

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` streams it (a widget would not)
 
 from dire.checks import check_numbers, non_finite
 from dire.data import ImageDataset, SubsetImageDataset

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` streams it (a widget would not)
 
 from dire.data import load_dataset, validation_split
 from dire.nets.models import Classifier, build_model
@@ -132,15 +132,21 @@ def _train(
         for x, y in loader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=order, workers=workers):
             yield x.to(device), y.to(device)
 
+    steps = -(-len(train_set) // recipe.batch_size)
+    # counted in batches: a teacher epoch on a real training set can take a minute on a CPU
     bar = tqdm(
-        total=recipe.epochs, initial=start, desc=f"teacher {arch} on {dataset}", unit="epoch", disable=not progress
+        total=recipe.epochs * steps,
+        initial=start * steps,
+        desc=f"teacher {arch} on {dataset} ({recipe.epochs} epochs)",
+        unit="batch",
+        disable=not progress,
     )
     history = fit(
         model,
         batches,
         recipe,
         loss_fn=lambda logits, _x, y: F.cross_entropy(logits, y),
-        steps_per_epoch=-(-len(train_set) // recipe.batch_size),
+        steps_per_epoch=steps,
         generator=generator,
         device=device,
         evaluate=lambda: accuracy(model, test_set, device=device, workers=workers),
@@ -148,7 +154,7 @@ def _train(
         optimizer=optimizer,
         on_epoch_end=checkpoint,
         history=history,
-        progress=lambda _e: bar.update(),
+        on_batch=bar.update,
         stage=f"teacher {arch} on {dataset} ({folder})",
     )
     bar.close()

@@ -256,10 +256,12 @@ def fit(
     history: list | None = None,
     progress: Callable[[int], None] | None = None,
     stage: str = "training",
+    on_batch: Callable[[], None] | None = None,
 ) -> list[dict]:
     """Train ``model`` for ``recipe.epochs``: ``batches(epoch)`` yields (x, y) on ``device``;
     ``loss_fn(logits, x_aug, y)`` gives the loss. Returns the evaluation history
-    ``[{"epoch": e, "acc": a}, ...]`` (every ``eval_every`` epochs and at the end).
+    ``[{"epoch": e, "acc": a}, ...]`` (every ``eval_every`` epochs and at the end). ``progress(epoch)`` runs after
+    each epoch, ``on_batch()`` after each optimiser step.
 
     A loss that is not finite stops training with :class:`dire.checks.NonFiniteLoss` (naming ``stage`` and
     the epoch) before that epoch's ``on_epoch_end``, so no checkpoint of a diverged model is written."""
@@ -279,6 +281,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if on_batch is not None:
+                on_batch()
         if not bool(finite):
             raise non_finite(stage, f"epoch {epoch + 1} of {recipe.epochs}", lr=recipe.lr)
         last = epoch + 1 == recipe.epochs

@@ -328,13 +328,16 @@ def image_grid(
             "(convert normalized images with dire.data.to_uint8)"
         )
     classes = [int(c) for c in (classes if classes is not None else np.unique(labels))]
-    left, top = 0.5, (0.4 if title else 0.05)  # inches kept for row labels and the title
+    names = [class_names[c] if class_names else str(c) for c in classes]
+    # inches kept for the row labels (about 0.6 em per character, so "T-shirt/top" fits) and the title
+    em = mpl.font_manager.FontProperties(size=mpl.rcParams["axes.labelsize"]).get_size_in_points() / 72
+    left, top = 0.15 + 0.6 * em * max(len(n) for n in names), (0.4 if title else 0.05)
     width, height = cell_size * per_class + left + 0.05, cell_size * len(classes) + top + 0.05
     fig, axes = plt.subplots(len(classes), per_class, figsize=(width, height), squeeze=False)
     fig.subplots_adjust(
         left=left / width, right=1 - 0.05 / width, bottom=0.05 / height, top=1 - top / height, wspace=0.04, hspace=0.04
     )
-    for row, c in zip(axes, classes):
+    for row, c, name in zip(axes, classes, names):
         picks = np.flatnonzero(labels == c)[:per_class]
         for ax, i in zip(row, picks):
             _show(ax, images[i])
@@ -343,7 +346,7 @@ def image_grid(
             ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set_visible(False)
-        row[0].set_ylabel(class_names[c] if class_names else str(c), rotation=0, ha="right", va="center")
+        row[0].set_ylabel(name, rotation=0, ha="right", va="center")
     if title:
         fig.suptitle(title, y=1 - 0.05 / height, va="top")
     return fig

@@ -6,15 +6,25 @@ with the kernel's working folder set to ``notebooks/``, and is saved executed to
 ``build/<profile>/NN_name.ipynb``. Tables and figures land in ``figures/<profile>/``.
 A failing notebook is reported with its failing cell and the others still run; the
 run ends with ``build/<profile>/index.html`` listing every table and figure.
+
+While a notebook runs, its kernel's output is streamed to this process's stdout and
+stderr: progress bars (teacher batches, synthesis steps, student epochs) and one line
+per finished experiment. Before each notebook an estimate of the time left is printed,
+from the same notebooks' times on earlier runs (``build/<profile>/timings.json``).
+``quiet=True`` turns all of that off.
 """
 
 from __future__ import annotations
 
-import html
+import json
+import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import yaml
 
@@ -65,6 +75,14 @@ def _failing_cell(exc: Exception) -> str:
     return f"cell {cell}: {ename}: {evalue}" if cell is not None else f"{ename}: {evalue}"
 
 
+def kernel_transport(folder: str | Path) -> str:
+    """``"ipc"`` (kernel sockets as files: nothing listens on the network, and the kernel does not warn that it "is
+    running over TCP without encryption") when sockets named like ``<folder>/kernel-<uuid>-ipc-5`` fit the 107
+    bytes a Unix socket path may have; else ``"tcp"`` on the loopback interface, which always works."""
+    longest = Path(folder) / ("kernel-" + "0" * 36 + "-ipc-5")
+    return "ipc" if os.name == "posix" and len(str(longest).encode()) < 100 else "tcp"
+
+
 def run_notebook(
     name: str,
     *,
@@ -73,15 +91,28 @@ def run_notebook(
     notebooks: Path = NOTEBOOKS,
     build: Path | None = None,
     extra: dict | None = None,
+    quiet: bool = False,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
 ) -> NotebookRun:
+    """Execute one notebook with its profile's parameters into ``build``. Unless ``quiet``, the kernel's stdout and
+    stderr (progress bars, a line per finished experiment) are streamed to ``stdout`` / ``stderr`` (default: this
+    process's) as they arrive; the saved notebook keeps each bar's last state only."""
     import papermill
+    from traitlets.config import Config
 
     source = notebooks / f"{name}.ipynb"
     if not source.exists():
         raise ValueError(f"no notebook {source}; available: {list_notebooks(notebooks)}")
     build = build or notebooks.parent / "build" / profile
     build.mkdir(parents=True, exist_ok=True)
-    params = {**load_profile(profile, name, notebooks), **(extra or {}), "profile": profile, "device": device}
+    params = {
+        **load_profile(profile, name, notebooks),
+        **(extra or {}),
+        "profile": profile,
+        "device": device,
+        "progress": not quiet,
+    }
     output = build / f"{name}.ipynb"
     start = time.perf_counter()
     try:
@@ -94,38 +125,90 @@ def run_notebook(
             kernel_name="python3",
             progress_bar=False,
             log_output=False,
+            stdout_file=None if quiet else stdout or sys.stdout,
+            stderr_file=None if quiet else stderr or sys.stderr,
+            coalesce_streams=True,  # the saved notebook keeps a bar's last state, not every redraw
+            # the kernel's connection file, and so its sockets, go to the temporary folder
+            config=Config({"KernelManager": {"transport": kernel_transport(tempfile.gettempdir())}}),
         )
         return NotebookRun(name, True, time.perf_counter() - start, output)
     except Exception as exc:  # a failing notebook must not stop the others
         return NotebookRun(name, False, time.perf_counter() - start, output, _failing_cell(exc))
 
 
-def write_index(runs: Sequence[NotebookRun], *, profile: str, figures: Path, path: Path) -> Path:
-    """An HTML page with each notebook's status and every table and figure of the profile."""
+def write_index(
+    runs: Sequence[NotebookRun],
+    *,
+    profile: str,
+    figures: Path,
+    path: Path,
+    device: str = "cpu",
+    notebooks: Sequence[str] | None = None,
+) -> Path:
+    """``path`` (``build/<profile>/index.html``): each notebook's status, time and executed copy (exported to HTML
+    too when nbconvert is installed), every table and figure of ``figures/<profile>/`` (copied beside the page and
+    linked relatively, so the folder can be zipped or served) and the environment (:mod:`dire.report.page`)."""
+    from dire.report.page import environment, export_html, write_page
+
+    for run in runs:
+        if run.output.exists():
+            export_html(run.output)
+    names = list(notebooks) if notebooks is not None else [r.name for r in runs]
+    names += [r.name for r in runs if r.name not in names]
+    return write_page(
+        path=path,
+        profile=profile,
+        notebooks=names,
+        runs={r.name: r for r in runs},
+        timings=read_timings(path.parent),
+        figures=figures / profile,
+        env=environment(profile=profile, device=device, repo=REPO),
+    )
+
+
+def read_timings(build: Path) -> dict[str, dict]:
+    """Each notebook's last successful run in ``build`` (``timings.json``): ``{name: {"seconds", "device"}}``."""
+    path = build / "timings.json"
+    try:
+        timings = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); delete it, the next run writes it again") from None
+    return timings if isinstance(timings, dict) else {}
+
+
+def record_timing(build: Path, run: NotebookRun, device: str) -> None:
+    """Keep ``run``'s time in ``build/timings.json`` for later estimates (successful runs only: a failure's time
+    says nothing about the next run)."""
     from dire.runs import atomic_write_text
 
-    rows = "".join(
-        f"<tr><td>{html.escape(r.name)}</td><td>{'ok' if r.ok else 'FAILED'}</td><td>{r.seconds:.1f} s</td>"
-        f"<td>{html.escape(r.error)}</td><td><a href='{html.escape(r.output.name)}'>executed notebook</a></td></tr>"
-        for r in runs
-    )
-    parts = [
-        f"<h1>dire: profile {html.escape(profile)}</h1>",
-        f"<table border=1><tr><th>notebook</th><th>status</th><th>time</th><th>error</th><th></th></tr>{rows}</table>",
-    ]
-    folder = figures / profile
-    for md in sorted(folder.glob("*.md")):
-        parts.append(
-            f"<h2>{html.escape(md.stem)}</h2><pre>{html.escape(md.read_text())}</pre>"
-            f"<p><a href='{html.escape(str(md.with_suffix('.csv').resolve()))}'>CSV</a></p>"
-        )
-    for png in sorted(folder.glob("*.png")):
-        pdf = png.with_suffix(".pdf")
-        parts.append(
-            f"<h3>{html.escape(png.stem)}</h3><img src='{html.escape(str(png.resolve()))}' width=700>"
-            + (f"<p><a href='{html.escape(str(pdf.resolve()))}'>PDF</a></p>" if pdf.exists() else "")
-        )
-    return atomic_write_text(path, "<html><body>" + "\n".join(parts) + "</body></html>\n")
+    if not run.ok:
+        return
+    timings = read_timings(build)
+    timings[run.name] = {"seconds": round(run.seconds, 1), "device": device}
+    atomic_write_text(build / "timings.json", json.dumps(timings, indent=2, sort_keys=True) + "\n")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def estimate_left(names: Sequence[str], timings: dict[str, dict], device: str) -> str:
+    """What the last runs on ``device`` say about running ``names``: a sum over the notebooks timed before, and how
+    many were never timed. Experiments already cached make a rerun faster than its record."""
+    known = [timings[n]["seconds"] for n in names if n in timings and timings[n].get("device") == device]
+    untimed = len(names) - len(known)
+    if not names:
+        return "nothing left"
+    if not known:
+        return f"no earlier time for {'these' if len(names) > 1 else 'this'} on {device}"
+    text = f"about {_duration(sum(known))} left by earlier runs"
+    return text + (f", plus {untimed} notebook{'s' if untimed > 1 else ''} never timed here" if untimed else "")
 
 
 def reproduce(
@@ -134,11 +217,14 @@ def reproduce(
     only: Sequence[str] | None = None,
     device: str = "cpu",
     notebooks: Path = NOTEBOOKS,
+    quiet: bool = False,
     log: Callable[[str], None] = print,
     extra: dict | None = None,
 ) -> list[NotebookRun]:
-    """Run the profile's notebooks (all, or ``only``), then write the HTML index. ``extra``: parameters given
-    to every notebook on top of its profile (e.g. ``{"deterministic": True}``)."""
+    """Run the profile's notebooks (all, or ``only``), then write the HTML index. Unless ``quiet``, each
+    notebook's output is streamed and an estimate of the time left is logged before it; with ``quiet`` only
+    failures and the index are logged. ``extra``: parameters given to every notebook on top of its profile
+    (e.g. ``{"deterministic": True}``)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
     names = list_notebooks(notebooks)
@@ -148,12 +234,25 @@ def reproduce(
             raise ValueError(f"--only: no notebook(s) {missing}; available: {names}")
         names = [n for n in names if n in set(only)]
     build = notebooks.parent / "build" / profile
+    timings = read_timings(build)
     runs = []
     for i, name in enumerate(names, 1):
-        log(f"[{i}/{len(names)}] {name} ({profile}, {device}) ...")
-        run = run_notebook(name, profile=profile, device=device, notebooks=notebooks, build=build, extra=extra)
-        log(f"[{i}/{len(names)}] {name}: {'ok' if run.ok else 'FAILED at ' + run.error} ({run.seconds:.1f} s)")
+        if not quiet:
+            log(f"[{i}/{len(names)}] {name} ({profile}, {device}): {estimate_left(names[i - 1 :], timings, device)}")
+        run = run_notebook(
+            name, profile=profile, device=device, notebooks=notebooks, build=build, quiet=quiet, extra=extra
+        )
+        record_timing(build, run, device)
+        if not quiet or not run.ok:
+            log(f"[{i}/{len(names)}] {name}: {'ok' if run.ok else 'FAILED at ' + run.error} ({run.seconds:.1f} s)")
         runs.append(run)
-    index = write_index(runs, profile=profile, figures=notebooks.parent / "figures", path=build / "index.html")
+    index = write_index(
+        runs,
+        profile=profile,
+        figures=notebooks.parent / "figures",
+        path=build / "index.html",
+        device=device,
+        notebooks=list_notebooks(notebooks),
+    )
     log(f"index: {index}")
     return runs

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` streams it (a widget would not)
 
 from dire.checks import check_numbers, non_finite
 from dire.data import DatasetInfo, ImageDataset, to_uint8
@@ -355,6 +355,7 @@ def run_unit(
     *,
     checkpoint: Path | None = None,
     checkpoint_seconds: float | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Optimise one unit and return its stored images and labels.
 
@@ -362,7 +363,8 @@ def run_unit(
     :data:`CHECKPOINT_SECONDS`) of optimisation: the optimised tensors, the optimiser, the iteration, the
     unit's generator, the global RNG and the method's :meth:`Method.unit_state`; a unit started again with
     that file resumes from it and ends with the same images as an uninterrupted run. A loss that is not
-    finite stops the unit with :class:`dire.checks.NonFiniteLoss` before anything of it is saved."""
+    finite stops the unit with :class:`dire.checks.NonFiniteLoss` before anything of it is saved. ``on_step``
+    runs after each step (progress)."""
     cfg, device = ctx.config, ctx.device
     every = CHECKPOINT_SECONDS if checkpoint_seconds is None else checkpoint_seconds
     generator = _unit_generator(cfg.seed, unit)
@@ -401,6 +403,8 @@ def run_unit(
         loss.backward()
         optimizer.step()
         method.after_step(ctx, params)
+        if on_step is not None:
+            on_step()
         now = time.perf_counter()
         if checkpoint is not None and now - last_save >= every and it + 1 < cfg.iterations:
             if not bool(finite):
@@ -467,19 +471,20 @@ def synthesize(
     def done(unit: Unit) -> bool:
         return (out_dir / f"{unit.name}.pt").exists()
 
+    todo = sum(not done(u) for u in units)
+    # counted in steps, not units: one unit can take minutes (quick profile: all classes in one unit)
     bar = tqdm(
-        total=sum(not done(u) for u in units),
-        desc=f"{method.name}{' + DiRe' if dire_module else ''}",
-        unit="unit",
+        total=todo * ctx.config.iterations,
+        desc=f"{method.name}{' + DiRe' if dire_module else ''} ({todo} of {len(units)} units)",
+        unit="step",
         disable=not progress,
     )
     for unit in claim(units, lambda u: lock(out_dir, u.name), done):
         ckpt = out_dir / f"{unit.name}.ckpt.pt"
-        result = run_unit(method, ctx, unit, dire_module, checkpoint=ckpt)
+        result = run_unit(method, ctx, unit, dire_module, checkpoint=ckpt, on_step=bar.update)
         atomic_save(result, out_dir / f"{unit.name}.pt")
         ckpt.unlink(missing_ok=True)
         method.end_unit(ctx, unit)
-        bar.update()
     bar.close()
     with lock(out_dir, "synthetic"):
         if final.exists():  # assembled by another process meanwhile
