@@ -45,6 +45,9 @@ class Experiment:
     teacher_arch: str = setting("convnet_bn", "BN teacher that synthesis matches")
     teacher_recipe: str = setting("cpu", "teacher training recipe (dire.nets.train.TEACHER_RECIPES)")
     teacher_seed: int = setting(0, "teacher seed")
+    teacher_weights: str | None = added_field(
+        None, "pretrained teacher_arch: a torchvision weights name (e.g. ResNet18_Weights.IMAGENET1K_V1) or a file"
+    )
     teacher_set: str | None = setting(None, "teachers of G-VBSM / UFC after teacher_arch (None: the method's own)")
     bank_per_class: int = setting(100, "real embeddings per class (release: 500)")
     # BatchNorm: on 8-px digits the instance norm of the DC ConvNet sees 2x2 maps and soft-label students stay at chance
@@ -153,6 +156,7 @@ FLAT: dict[str, tuple[str, str]] = {
             "teacher_arch",
             "teacher_recipe",
             "teacher_seed",
+            "teacher_weights",
             "teacher_set",
             "bank_per_class",
             "student_arch",

@@ -128,6 +128,7 @@ def run_experiment(
     )
 
     def load_teacher(arch: str) -> tuple[torch.nn.Module, dict]:
+        weights = exp.teacher_weights if arch == exp.teacher_arch else None  # the weights name teacher_arch's
         net, record = get_teacher(
             exp.dataset,
             arch,
@@ -137,9 +138,12 @@ def run_experiment(
             runs_root=runs_root,
             device=device,
             progress=progress,
+            download=download,
             holdout=exp.holdout,
+            weights=weights,
         )
-        log(f"teacher {arch} ({exp.teacher_recipe}): test accuracy {record['test_acc']:.2f}%")
+        how = f"weights {weights}" if weights else exp.teacher_recipe
+        log(f"teacher {arch} ({how}): test accuracy {record['test_acc']:.2f}%")
         return net, record
 
     teacher, trec = load_teacher(exp.teacher_arch)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` streams it (a widget would not)
 
 from dire.data import load_dataset, validation_split
+from dire.nets import pretrained
 from dire.nets.models import Classifier, build_model
 from dire.nets.train import EpochCheckpoint, Recipe, accuracy, fit, get_recipe, loader, make_optimizer
 from dire.runs import atomic_save, load, lock, read_json, run_dir, write_json
@@ -61,6 +62,7 @@ def get_teacher(
     progress: bool = True,
     download: bool = False,
     holdout: tuple[int, int] | None = None,
+    weights: str | None = None,
     **recipe_overrides,
 ) -> tuple[Classifier, dict]:
     """Return the trained teacher (eval mode, on ``device``) and its record
@@ -68,9 +70,21 @@ def get_teacher(
 
     ``holdout = (per_class, seed)`` trains it without that validation split (see :func:`training_split`), so
     settings chosen on the split never saw it; its reported accuracy is still on the test split, and no
-    choice is made from that number."""
+    choice is made from that number.
+
+    ``weights``: a pretrained teacher instead of training one, a torchvision weights name or a state-dict file
+    (:mod:`dire.nets.pretrained`); its key records the weights and their SHA-256, not a recipe."""
     recipe = get_recipe(recipe, student=False, **recipe_overrides)
-    config = teacher_config(dataset, arch, recipe, seed, holdout)
+    if weights is not None:
+        if holdout is not None:
+            raise ValueError(
+                "a pretrained teacher has seen the whole training split, so no validation split can be held out "
+                "of it; choose settings with a teacher trained here (no --teacher-weights)"
+            )
+        source, record = pretrained.resolve(weights, download=download)
+        config = {"stage": "teacher", "dataset": dataset, "arch": arch, "pretrained": record}
+    else:
+        config = teacher_config(dataset, arch, recipe, seed, holdout)
     folder = run_dir("teacher", config, root=runs_root)
     train_set = load_dataset(dataset, split="train", root=data_root, download=download)
     if holdout is not None:  # the test split is loaded only if training is needed
@@ -85,6 +99,13 @@ def get_teacher(
             (folder / "checkpoint.pt").unlink(missing_ok=True)  # left if a kill came right after metrics.json
             model.load_state_dict(load(folder / "model.pt", map_location=device))
             metrics = read_json(folder / "metrics.json")
+            return model.eval(), {"dir": str(folder), "config": config, **metrics}
+        if weights is not None:  # nothing to train: load, measure on the test split, commit
+            pretrained.load_into(model, source)
+            test_set = load_dataset(dataset, split="test", root=data_root, download=download)
+            metrics = {"test_acc": accuracy(model, test_set, device=device, workers=workers), "history": []}
+            atomic_save(model.state_dict(), folder / "model.pt")
+            write_json(folder / "metrics.json", metrics)
             return model.eval(), {"dir": str(folder), "config": config, **metrics}
         metrics = _train(
             model,
