@@ -76,9 +76,9 @@ def test_runner_injects_parameters_and_writes_the_table(tmp_path, runs_root, cap
     # streamed while running: synthesis and student bars on stderr, one result line per experiment on stdout
     bars = err.text.replace("\r", "\n")
     assert "sre2l (1 of 1 units): 100%" in bars and "sre2l + DiRe (1 of 1 units): 100%" in bars
-    assert "student convnet seed 0: 100%|" in bars and "10/10" in bars
+    assert "student convnet_bn seed 0: 100%|" in bars and "10/10" in bars
     done = [line for line in out.text.splitlines() if line.startswith("done: ")]
-    assert len(done) == 2 and done[0].startswith("done: sre2l on digits, IPC 5, seed 0: convnet student accuracy ")
+    assert len(done) == 2 and done[0].startswith("done: sre2l on digits, IPC 5, seed 0: convnet_bn student accuracy ")
     assert done[1].startswith("done: sre2l + DiRe (w 0.1, cd,cdm,edm) on digits") and "Vendi " in done[1]
     stamps = [start] + sorted(t for t, _ in out.parts + err.parts)
     assert max(b - a for a, b in zip(stamps, stamps[1:])) < 30  # never silent for 30 s
