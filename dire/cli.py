@@ -153,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed s = synthesis seed s and student seed s",
     )
     cmp.add_argument("--out", default="figures/cli/compare", help="table path without extension (.csv and .md)")
+    cmp.add_argument(
+        "--jobs",
+        type=_positive(int),
+        default=1,
+        help="worker processes for the table's experiments (one GPU each where there are GPUs)",
+    )
     sw = sub.add_parser(
         "sweep",
         help="choose DiRe's weights (w, r_c, r_e) on a validation split held out of the "
@@ -444,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             from dire.experiments.drivers import compare
             from dire.report.tables import to_markdown, write_table
 
-            rows = compare(exp, seeds=_seeds(args.seeds, "--seeds"), log=log, **where)
+            rows = compare(exp, seeds=_seeds(args.seeds, "--seeds"), log=log, jobs=args.jobs, **where)
             csv_path, md_path = write_table(rows, args.out)
             print(to_markdown(rows))
             print(

@@ -77,6 +77,7 @@ def compare(
     overrides: dict[str, dict] | None = None,
     variants: dict[str, dict] | None = None,
     log: Callable[[str], None] = print,
+    jobs: int = 1,
     **run_kwargs,
 ) -> list[dict]:
     """Rows of method × {baseline, + DiRe, + DiRe (variant) ...} for ``base`` (its ``dire`` settings give the
@@ -87,6 +88,9 @@ def compare(
     :func:`dire.experiments.config.resolve_dire` (e.g. ``{"weights_file": ...}`` or
     ``{"terms": ["logdet", "cdm", "edm"]}``)
     plus an optional ``methods`` list restricting which methods get the row.
+
+    ``jobs > 1`` runs the table's experiments (method × variant × seed) in that many worker processes first
+    (:func:`dire.experiments.jobs.run_parallel`); the rows are then read from the cache, the same as with one.
     """
     check_seeds(seeds)
     variants = dict(variants or {})
@@ -97,7 +101,7 @@ def compare(
                 f"DiRe variant {name!r} names methods {unknown} that are not compared; "
                 f"expected some of {list(methods or [base.method])}"
             )
-    rows = []
+    plans = []  # (method, variant, experiment) of every row
     for method in methods or [base.method]:
         settings = [
             ("", dataclasses.replace(base.dire, enabled=False)),
@@ -110,20 +114,28 @@ def compare(
         ]
         for variant, dire in settings:
             exp = dataclasses.replace(with_method(base, method, (overrides or {}).get(method)), dire=dire)
-            label = row_name({"method": method, "dire": dire.enabled, "variant": variant})
-            log(f"== {label}: {base.dataset}, IPC {base.synthesis.ipc}, seeds {list(seeds)}")
-            summary = run_seeds(exp, seeds, log=log, **run_kwargs)
-            rows.append(
-                {
-                    "method": method,
-                    "dire": dire.enabled,
-                    "variant": variant,
-                    "dataset": base.dataset,
-                    "ipc": base.synthesis.ipc,
-                    "seeds": len(seeds),
-                    **summary,
-                }
-            )
+            plans.append((method, variant, exp))
+    if jobs > 1:
+        from dire.experiments.jobs import run_parallel
+
+        run_parallel([with_seed(exp, s) for _, _, exp in plans for s in seeds], jobs=jobs, **run_kwargs)
+    rows = []
+    for method, variant, exp in plans:
+        dire = exp.dire
+        label = row_name({"method": method, "dire": dire.enabled, "variant": variant})
+        log(f"== {label}: {base.dataset}, IPC {base.synthesis.ipc}, seeds {list(seeds)}")
+        summary = run_seeds(exp, seeds, log=log, **run_kwargs)
+        rows.append(
+            {
+                "method": method,
+                "dire": dire.enabled,
+                "variant": variant,
+                "dataset": base.dataset,
+                "ipc": base.synthesis.ipc,
+                "seeds": len(seeds),
+                **summary,
+            }
+        )
     return rows
 
 
