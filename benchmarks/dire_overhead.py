@@ -34,16 +34,14 @@ SHAPES = {  # image size, classes in the dataset, classes per unit, images per c
 
 def measure(*, shape: str, dire: bool, device: str, steps: int, warmup: int) -> dict:
     """Per-step time and peak memory of one unit of ``shape`` (run in a fresh process)."""
-    import dataclasses
-
     import torch
 
     from dire.data.datasets import DatasetInfo, TensorImageDataset
-    from dire.experiments.profiling import peak_memory
+    from dire.experiments.cost import measure_unit
     from dire.nets.models import build_model
     from dire.regularizer import RealBank
     from dire.synthesis import DiReConfig, SRe2L, SynthesisConfig
-    from dire.synthesis.base import Context, plan_units, run_unit
+    from dire.synthesis.base import Context, plan_units
 
     s = SHAPES[shape]
     dev = torch.device(device)
@@ -64,15 +62,18 @@ def measure(*, shape: str, dire: bool, device: str, steps: int, warmup: int) -> 
     ctx = Context(teacher=teacher, dataset=dataset, config=config, device=dev, bank=bank)
     unit = plan_units(config, s["num_classes"])[0]
     method, reg = SRe2L(r_bn=1.0), DiReConfig(enabled=dire).module()
-    ctx.config = dataclasses.replace(config, iterations=warmup)
-    run_unit(method, ctx, unit, reg)  # allocator, kernels, cuDNN choices
-    ctx.config = config
-    with peak_memory(dev) as memory:
-        seconds = float(run_unit(method, ctx, unit, reg)["seconds"])
-    peak = memory.allocated_bytes if memory.resettable else memory.peak_rss_bytes
-    return {"shape": shape, "dire": dire, "device": str(dev), "images_per_step": len(unit.labels()),
-            "step_s": seconds / steps, "peak_bytes": peak, "peak_kind": "cuda allocated" if memory.resettable
-            else "process peak RSS"}  # fmt: skip
+    out = measure_unit(method, ctx, unit, reg, warmup=warmup)
+    cuda = "peak_cuda_allocated_bytes" in out
+    peak = out["peak_cuda_allocated_bytes"] if cuda else out["peak_rss_bytes"]
+    return {
+        "shape": shape,
+        "dire": dire,
+        "device": out["device"],
+        "images_per_step": out["images_per_step"],
+        "step_s": out["step_s"],
+        "peak_bytes": peak,
+        "peak_kind": "cuda allocated" if cuda else "process peak RSS",
+    }
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from dire.data import ImageDataset
-from dire.evaluation.common import check_synthetic, per_seed, summarize
+from dire.evaluation.common import check_seeds, check_synthetic, per_seed, summarize
 from dire.evaluation.dc import DCProtocol, evaluate_dc
 from dire.evaluation.soft import evaluate_synthetic
 
@@ -115,6 +115,8 @@ __all__ = [
     "PROTOCOLS",
     "DCProtocol",
     "Protocol",
+    "Students",
+    "check_seeds",
     "check_synthetic",
     "evaluate_dc",
     "evaluate_synthetic",

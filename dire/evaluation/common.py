@@ -35,6 +35,12 @@ def summarize(values: Iterable[float]) -> dict:
     }
 
 
+def check_seeds(seeds: Sequence[int]) -> None:
+    """At least one seed: checked before any work starts (student seeds, and a table's seeds)."""
+    if len(seeds) == 0:
+        raise ValueError("seeds is empty; give at least one seed, e.g. [0]")
+
+
 def synthetic_digest(synthetic: dict) -> str:
     """SHA-256 of a synthetic set's pixels and labels: what a cached student result was trained on."""
     h = hashlib.sha256()
@@ -75,8 +81,7 @@ def per_seed(
     resumes; ``checkpoint`` is a file there for the student's epoch checkpoints), processes sharing the seeds
     split them (one lock per seed), and the result records ``digest`` (:func:`synthetic_digest`): a cached
     result whose set had other pixels is trained again."""
-    if not seeds:
-        raise ValueError("seeds is empty; give at least one student seed")
+    check_seeds(seeds)
     if config is None:
         runs = [{"seed": seed, **train(seed, None)} for seed in seeds]
     else:

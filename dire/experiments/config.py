@@ -192,19 +192,21 @@ def flat_help(name: str) -> str:
     return field_help(_PARTS[part], attr)
 
 
-def flat_nullable(name: str) -> bool:
-    """Whether flat name ``name`` may be None (its annotation is ``X | None``)."""
+def _options(name: str) -> tuple:
+    """The types flat name ``name`` may hold, from its dataclass annotation (``(int, NoneType)`` for ``int | None``)."""
     part, attr = FLAT[name]
     hint = typing.get_type_hints(_PARTS[part])[attr]
-    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def flat_nullable(name: str) -> bool:
+    """Whether flat name ``name`` may be None (its annotation is ``X | None``)."""
+    return type(None) in _options(name)
 
 
 def flat_type(name: str) -> type:
     """The value type of flat name ``name`` (``int`` for ``int | None``), from the dataclass annotation."""
-    part, attr = FLAT[name]
-    hint = typing.get_type_hints(_PARTS[part])[attr]
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    hint = next(a for a in _options(name) if a is not type(None))
     return typing.get_origin(hint) or hint
 
 

@@ -44,11 +44,10 @@ def measure_synthesis(
     (trained if missing, before timing starts).
     """
     from dire.data import load_dataset
-    from dire.experiments.profiling import peak_memory, timed
     from dire.nets.bank import cached_bank
     from dire.nets.teacher import get_teacher
     from dire.synthesis import DiReConfig
-    from dire.synthesis.base import Context, plan_units, run_unit
+    from dire.synthesis.base import Context, plan_units
 
     dev = torch.device(device)
     train = load_dataset(dataset, root=data_root, download=download)
@@ -69,6 +68,18 @@ def measure_synthesis(
     ctx = Context(teacher=teacher.eval().requires_grad_(False), dataset=train, config=config, device=dev, bank=bank)
     unit = plan_units(config, train.info.num_classes)[0]
     method, reg = SRe2L(r_bn=r_bn), DiReConfig(enabled=dire).module()
+    return {"dataset": dataset, "dire": dire, **measure_unit(method, ctx, unit, reg, warmup=warmup)}
+
+
+def measure_unit(method, ctx, unit, reg, *, warmup: int = 2) -> dict:
+    """Time ``ctx.config.iterations`` steps of ``unit`` through the shared loop, after a warm-up unit of
+    ``warmup`` steps, and the DiRe term ``reg`` (None: off) alone on the unit's embeddings; peak memory over
+    both (CUDA allocator peak, or this process's peak RSS on the CPU)."""
+    from dire.experiments.profiling import peak_memory, timed
+    from dire.synthesis.base import run_unit
+
+    config, dev = ctx.config, ctx.device
+    iterations = config.iterations
     if warmup > 0:  # a short warm-up unit: allocator, kernels, first touches
         ctx.config = dataclasses.replace(config, iterations=warmup)
         run_unit(method, ctx, unit, reg)
@@ -84,7 +95,7 @@ def measure_synthesis(
             z = method.loss(ctx, unit, method.init_images(ctx, unit, g).to(dev), labels, 0, g).embeddings.detach()
             for i in range(warmup + iterations):
                 with timed(dev) as part:
-                    reg(z.clone().requires_grad_(), labels, bank).backward()
+                    reg(z.clone().requires_grad_(), labels, ctx.bank).backward()
                 if i >= warmup:
                     dire_s.append(part.seconds)
     images = len(labels)
@@ -94,8 +105,6 @@ def measure_synthesis(
     else:
         peaks = {"peak_rss_bytes": memory.peak_rss_bytes}
     return {
-        "dataset": dataset,
-        "dire": dire,
         "images_per_step": images,
         "iterations": iterations,
         "step_s": per_step,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-from dire.evaluation import summarize
+from dire.evaluation import check_seeds, summarize
 from dire.experiments.config import Experiment, resolve_dire, with_method
 from dire.experiments.pipeline import run_experiment
 
@@ -29,12 +29,6 @@ METRICS = (
 
 def with_seed(exp: Experiment, seed: int) -> Experiment:
     return dataclasses.replace(exp, synthesis=dataclasses.replace(exp.synthesis, seed=seed), student_seeds=(seed,))
-
-
-def check_seeds(seeds: Sequence[int]) -> None:
-    """A table needs at least one seed; checked before any work starts."""
-    if len(seeds) == 0:
-        raise ValueError("seeds is empty; give at least one seed, e.g. [0]")
 
 
 def run_seeds(exp: Experiment, seeds: Sequence[int], *, log: Callable[[str], None] = print, **run_kwargs) -> dict:

@@ -27,11 +27,10 @@ def _start_worker(threads: int, gpus: multiprocessing.Queue | None) -> None:
     torch.set_num_threads(threads)
 
 
-def _run(exp: Experiment, where: dict) -> str:
+def _run(exp: Experiment, where: dict) -> None:
     from dire.experiments.pipeline import run_experiment
 
     run_experiment(exp, **where, progress=False, log=lambda _m: None)
-    return exp.method
 
 
 def run_parallel(experiments: Sequence[Experiment], *, jobs: int, device: str = "cpu", **where) -> None:

@@ -21,8 +21,9 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from dire.evaluation import check_seeds
 from dire.experiments.config import WEIGHT_KEYS, Experiment
-from dire.experiments.drivers import check_seeds, run_seeds
+from dire.experiments.drivers import run_seeds
 from dire.runs import atomic_write_text
 from dire.synthesis import DiReConfig
 

@@ -104,8 +104,7 @@ def get_teacher(
             pretrained.load_into(model, source)
             test_set = load_dataset(dataset, split="test", root=data_root, download=download)
             metrics = {"test_acc": accuracy(model, test_set, device=device, workers=workers), "history": []}
-            atomic_save(model.state_dict(), folder / "model.pt")
-            write_json(folder / "metrics.json", metrics)
+            _commit(model, folder, metrics)
             return model.eval(), {"dir": str(folder), "config": config, **metrics}
         metrics = _train(
             model,
@@ -180,7 +179,12 @@ def _train(
     )
     bar.close()
     metrics = {"test_acc": history[-1]["acc"], "history": history}
-    atomic_save(model.state_dict(), folder / "model.pt")
-    write_json(folder / "metrics.json", metrics)
+    _commit(model, folder, metrics)
     checkpoint.discard()
     return metrics
+
+
+def _commit(model, folder: Path, metrics: dict) -> None:
+    """A finished teacher: ``model.pt``, then ``metrics.json``, whose presence marks the teacher complete."""
+    atomic_save(model.state_dict(), folder / "model.pt")
+    write_json(folder / "metrics.json", metrics)
