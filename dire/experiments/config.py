@@ -231,6 +231,37 @@ def make_experiment(*, shared_method_defaults: bool = True, **params: Any) -> Ex
     return Experiment(**top, synthesis=SynthesisConfig(**parts["synthesis"]), dire=DiReConfig(**parts["dire"]))
 
 
+def dataset_params(params: Mapping[str, Any], dataset: str, overrides: Mapping[str, Mapping]) -> dict[str, Any]:
+    """A notebook's parameters for one of its datasets: ``params`` with ``dataset`` set and ``overrides[dataset]``
+    (that dataset's own settings: its resolution's recover setting, teacher, student recipe, IPCs, ...) on top.
+    A ``method_overrides`` entry merges per method into the shared one, so a dataset can change one setting of
+    one method and keep the rest. Every key must be one of the notebook's parameters."""
+    check_dataset_overrides(overrides)
+    own = dict(overrides.get(dataset) or {})
+    if unknown := sorted(set(own) - set(params)):
+        raise ValueError(
+            f"dataset_overrides[{dataset!r}] names {unknown}, which are not parameters of this notebook; "
+            f"expected some of {sorted(params)}"
+        )
+    merged = {**params, "dataset": dataset, **own}
+    if "method_overrides" in own:
+        shared = dict(params.get("method_overrides") or {})
+        merged["method_overrides"] = {
+            m: {**shared.get(m, {}), **own["method_overrides"].get(m, {})}
+            for m in dict.fromkeys([*shared, *own["method_overrides"]])
+        }
+    return merged
+
+
+def check_dataset_overrides(overrides: Mapping[str, Mapping]) -> None:
+    """``dataset_overrides`` keys must be dataset names (a misspelt one would silently change nothing); a
+    profile may hold settings for datasets a run leaves out."""
+    from dire.data import DATASETS
+
+    if unknown := sorted(set(overrides) - set(DATASETS)):
+        raise ValueError(f"dataset_overrides names unknown dataset(s) {unknown}; expected some of {sorted(DATASETS)}")
+
+
 # ------------------------------------------------------------------ DiRe weights chosen by a sweep
 
 WEIGHT_KEYS = ("weight", "r_c", "r_e")

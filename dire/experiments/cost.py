@@ -26,6 +26,8 @@ def measure_synthesis(
     warmup: int = 2,
     teacher_arch: str = Experiment.teacher_arch,
     teacher_recipe: str = Experiment.teacher_recipe,
+    teacher_weights: str | None = None,
+    method_settings: dict | None = None,
     bank_per_class: int = Experiment.bank_per_class,
     r_bn: float = SRe2L.r_bn,
     lr: float = SynthesisConfig.lr,
@@ -40,8 +42,9 @@ def measure_synthesis(
     schedule), timed over a whole unit after a warm-up unit. Returns seconds per step and
     per image-step, the DiRe term's forward + backward time per step (timed apart on the
     unit's embeddings) and its share of the step, and peak memory (CUDA allocator peak, or
-    this process's peak RSS on the CPU). The teacher and bank come from the cache
-    (trained if missing, before timing starts).
+    this process's peak RSS on the CPU). The teacher (pretrained with ``teacher_weights``) and bank come from
+    the cache (trained if missing, before timing starts). ``method_settings``: SRe2L's other settings, e.g. the
+    ImageNet recover's ``{"crop_scale": [0.08, 1.0], "flip": True, "jitter": 32}``.
     """
     from dire.data import load_dataset
     from dire.nets.bank import cached_bank
@@ -55,6 +58,7 @@ def measure_synthesis(
         dataset,
         teacher_arch,
         recipe=teacher_recipe,
+        weights=teacher_weights,
         data_root=data_root,
         runs_root=runs_root,
         device=dev,
@@ -67,7 +71,8 @@ def measure_synthesis(
     )
     ctx = Context(teacher=teacher.eval().requires_grad_(False), dataset=train, config=config, device=dev, bank=bank)
     unit = plan_units(config, train.info.num_classes)[0]
-    method, reg = SRe2L(r_bn=r_bn), DiReConfig(enabled=dire).module()
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in (method_settings or {}).items()}
+    method, reg = SRe2L(**{"r_bn": r_bn, **settings}), DiReConfig(enabled=dire).module()
     return {"dataset": dataset, "dire": dire, **measure_unit(method, ctx, unit, reg, warmup=warmup)}
 
 
