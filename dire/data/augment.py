@@ -58,6 +58,56 @@ def random_resized_crop(
     return F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
 
 
+def random_resized_crops(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> torch.Tensor:
+    """RandomResizedCrop drawn **per image** (the student and teacher recipes of ImageNet and Tiny-ImageNet), done
+    as one batched bilinear resampling on the device. A crop's area is U(scale) of the image's and its log aspect
+    ratio U(log ratio); a box that would not fit is shrunk to fit, keeping its aspect ratio (torchvision retries
+    ten times, then falls back to a centre crop)."""
+    n, _, h, w = x.shape
+    area = torch.empty(n).uniform_(*scale, generator=generator)
+    aspect = torch.exp(torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator))
+    cw, ch = torch.sqrt(area * aspect * h / w), torch.sqrt(area / aspect * w / h)  # fractions of width, height
+    shrink = torch.clamp(torch.maximum(cw, ch), min=1.0)
+    cw, ch = cw / shrink, ch / shrink
+    cx = torch.rand(n, generator=generator) * (1 - cw) + cw / 2
+    cy = torch.rand(n, generator=generator) * (1 - ch) + ch / 2
+    return resample_boxes(x, torch.stack([cx, cy, cw, ch], 1))
+
+
+def resample_boxes(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Each image's box ``(centre x, centre y, width, height)``, in fractions of the image, resampled bilinearly to
+    the full image size (half-pixel centres, as ``F.interpolate(..., align_corners=False)``)."""
+    cx, cy, cw, ch = boxes.unbind(1)
+    theta = torch.zeros(len(x), 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = cw, cx * 2 - 1, ch, cy * 2 - 1
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def cutmix(x: torch.Tensor, alpha: float, generator: torch.Generator) -> torch.Tensor:
+    """CutMix: a box of area fraction 1 - λ, λ ~ Beta(alpha, alpha), from a randomly paired image pasted into
+    every image of the batch (one box per batch, as SRe2L's relabel draws it); the teacher labels the result."""
+    if alpha <= 0:
+        return x
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    _, _, h, w = x.shape
+    bh, bw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    cy, cx = _randint(0, h - 1, generator), _randint(0, w - 1, generator)
+    top, bottom = max(cy - bh // 2, 0), min(cy + bh // 2, h)
+    left, right = max(cx - bw // 2, 0), min(cx + bw // 2, w)
+    perm = torch.randperm(len(x), generator=generator).to(x.device)
+    out = x.clone()
+    out[:, :, top:bottom, left:right] = x[perm][:, :, top:bottom, left:right]
+    return out
+
+
 def random_crop_pad(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
     """RandomCrop(size, padding) per sample, zero padding (in normalized space, as torchvision pads before
     normalization this is a slightly different fill; it only matters at the border)."""

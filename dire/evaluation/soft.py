@@ -11,7 +11,6 @@ mean ± std.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +21,16 @@ from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` stream
 from dire.data import ImageDataset, from_uint8
 from dire.evaluation.common import check_synthetic, per_seed, synthetic_digest
 from dire.nets.models import build_model
-from dire.nets.train import EpochCheckpoint, Recipe, accuracy, fit, get_recipe, make_optimizer, soft_label_loss
+from dire.nets.train import (
+    EpochCheckpoint,
+    Recipe,
+    accuracy,
+    fit,
+    get_recipe,
+    make_optimizer,
+    recipe_key,
+    soft_label_loss,
+)
 
 
 def train_student(
@@ -108,9 +116,7 @@ def evaluate_synthetic(
     """
     recipe = get_recipe(recipe, student=True, **recipe_overrides)
     config = (
-        None
-        if cache_key is None
-        else {"stage": "student", **cache_key, "arch": arch, "recipe": dataclasses.asdict(recipe)}
+        None if cache_key is None else {"stage": "student", **cache_key, "arch": arch, "recipe": recipe_key(recipe)}
     )
     return per_seed(
         seeds,

@@ -21,7 +21,7 @@ from dire.nets.bank import bank_embeddings, cached_bank
 from dire.nets.experts import ExpertConfig, Experts, train_experts
 from dire.nets.models import Ensemble, embed_images
 from dire.nets.teacher import get_teacher, training_split
-from dire.nets.train import get_recipe
+from dire.nets.train import get_recipe, recipe_key
 from dire.runs import config_dict, config_hash, run_dir, write_json
 from dire.synthesis import METHODS, build_method, synthesize
 from dire.synthesis.base import Context
@@ -249,7 +249,7 @@ def run_experiment(
         "config": exp.config(),
         "teacher_acc": trec["test_acc"],
         "teachers": archs,
-        "student_recipe": dataclasses.asdict(recipe) if protocol.uses_recipe else None,
+        "student_recipe": recipe_key(recipe) if protocol.uses_recipe else None,
         "protocol": protocol.name,
         "eval_split": eval_split,
         "accuracy": acc,

@@ -12,7 +12,6 @@ the test split, so this project keeps the last epoch (as SRe2L does).
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -22,15 +21,15 @@ from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` stream
 from dire.data import load_dataset, validation_split
 from dire.nets import pretrained
 from dire.nets.models import Classifier, build_model
-from dire.nets.train import EpochCheckpoint, Recipe, accuracy, fit, get_recipe, loader, make_optimizer
+from dire.nets.train import EpochCheckpoint, Recipe, accuracy, fit, get_recipe, loader, make_optimizer, recipe_key
 from dire.runs import atomic_save, load, lock, read_json, run_dir, write_json
 
 # Recipe fields that only concern students; left out of a teacher's cache key so adding them kept old teachers valid
-_STUDENT_ONLY = ("loss", "ce_weight")
+_STUDENT_ONLY = ("loss", "ce_weight", "kd_t2")
 
 
 def teacher_config(dataset: str, arch: str, recipe: Recipe, seed: int, holdout: tuple[int, int] | None = None) -> dict:
-    fields = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in _STUDENT_ONLY}
+    fields = {k: v for k, v in recipe_key(recipe).items() if k not in _STUDENT_ONLY}
     config = {"stage": "teacher", "dataset": dataset, "arch": arch, "recipe": fields, "seed": seed}
     if holdout is not None:  # only when set, so teachers cached before holdouts existed keep their keys
         config["holdout"] = {"per_class": holdout[0], "seed": holdout[1]}

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from dire.checks import check_numbers, non_finite
-from dire.data.augment import mixup, random_crop_pad, random_flip
-from dire.runs import atomic_save, load, restore_rng, rng_state
+from dire.data.augment import cutmix, mixup, random_crop_pad, random_flip, random_resized_crops
+from dire.runs import added_field, atomic_save, config_dict, load, restore_rng, rng_state
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,20 @@ class Recipe:
     loss: str = "kl"  # students: "kl" (SRe2L relabel) or "mse_ce" (G-VBSM: MSE to the teacher logits + ce_weight · CE)
     ce_weight: float = 0.15  # weight of the hard-label CE in "mse_ce"
     eval_every: int = 0  # test every this many epochs (0 = only at the end)
+    # ImageNet-style augmentation (added after caches existed: in keys only when set)
+    resized_crop: tuple[float, float] | None = added_field(
+        None, "RandomResizedCrop scale per image instead of the padded crop (ImageNet, Tiny-ImageNet: (0.08, 1))"
+    )
+    cutmix_alpha: float = added_field(0.0, "CutMix Beta(α, α) after the crop (SRe2L's ImageNet relabel: 1); 0 = off")
+    kd_t2: bool = added_field(False, "multiply the KL by T² (zeyuanyin/tiny-imagenet train_kd.py; SRe2L's does not)")
 
     def __post_init__(self) -> None:
         ranges = {"epochs": ">=1", "batch_size": ">=1", "lr": ">0", "momentum": "[0,1)", "temperature": ">0"}
         check_numbers(self, ranges, default=">=0")
+        if self.resized_crop is not None and not 0 < self.resized_crop[0] <= self.resized_crop[1] <= 1:
+            raise ValueError(
+                f"Recipe.resized_crop must be (low, high) with 0 < low <= high <= 1; got {self.resized_crop}"
+            )
 
     def validate(self) -> None:
         if self.loss not in ("kl", "mse_ce"):
@@ -63,6 +73,18 @@ TEACHER_RECIPES: dict[str, Recipe] = {
     "cifar": Recipe(),
     # a few epochs on the CPU; enough for a usable Fashion-MNIST / digits teacher
     "cpu": Recipe(epochs=6, batch_size=128, lr=0.05, crop_padding=2, flip=False),
+    # SRe2L's Tiny-ImageNet squeeze (zeyuanyin/tiny-imagenet script/train_rn18.sh, the "rn18E50" teacher): SGD 0.2,
+    # mom 0.9, wd 1e-4, batch 256, 50 epochs, cosine after a 5-epoch linear warm-up (theirs starts at 0.01 x lr,
+    # ours at 0), torchvision's RandomResizedCrop + flip
+    "tiny-imagenet": Recipe(
+        epochs=50,
+        batch_size=256,
+        lr=0.2,
+        weight_decay=1e-4,
+        warmup_epochs=5,
+        crop_padding=0,
+        resized_crop=(0.08, 1.0),
+    ),
 }
 
 STUDENT_RECIPES: dict[str, Recipe] = {
@@ -70,6 +92,36 @@ STUDENT_RECIPES: dict[str, Recipe] = {
     # mixup 0.8, T = 30, 400 epochs
     "cifar": Recipe(
         epochs=400, optimizer="adamw", lr=1e-3, weight_decay=0.01, mixup_alpha=0.8, temperature=30.0, eval_every=10
+    ),
+    # SRe2L's Tiny-ImageNet relabel (zeyuanyin/tiny-imagenet script/train_kd.sh, classification/train_kd.py): SGD
+    # 0.2, mom 0.9, wd 1e-4, batch 256, 100 epochs, 5-epoch warm-up, RandomResizedCrop + flip, KL at T 20 times T²
+    "tiny-imagenet": Recipe(
+        epochs=100,
+        batch_size=256,
+        lr=0.2,
+        weight_decay=1e-4,
+        warmup_epochs=5,
+        crop_padding=0,
+        resized_crop=(0.08, 1.0),
+        temperature=20.0,
+        kd_t2=True,
+        eval_every=10,
+    ),
+    # SRe2L's ImageNet-1K post-training (VILA-Lab/SRe2L SRe2L/validate, train_FKD.py and its script): AdamW 1e-3,
+    # wd 0.01, cosine, batch 1024, 300 epochs, RandomResizedCrop(0.08-1) + flip, CutMix 1.0, KL at T 20 without
+    # T². Deviation: the teacher labels each batch on the fly (their train_KD.py, DWA's ImageNet evaluation)
+    # instead of FKD's stored labels.
+    "imagenet": Recipe(
+        epochs=300,
+        batch_size=1024,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=0.01,
+        crop_padding=0,
+        resized_crop=(0.08, 1.0),
+        cutmix_alpha=1.0,
+        temperature=20.0,
+        eval_every=10,
     ),
     # the same loss for a CPU budget: ~300-600 steps instead of ~16k, so a 10x larger lr and smaller batches
     # (with lr 1e-3, T = 30 and mixup a student on 50 real digits is still at chance after 100 steps)
@@ -103,7 +155,7 @@ def get_recipe(name: str | Recipe, *, student: bool, **overrides) -> Recipe:
         raise ValueError(
             f"unknown recipe setting(s) {unknown}; expected fields of dire.nets.train.Recipe: {sorted(known)}"
         )
-    recipe = replace(recipe, **overrides)
+    recipe = replace(recipe, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
     recipe.validate()
     return recipe
 
@@ -125,8 +177,16 @@ def lr_at(recipe: Recipe, epoch: float) -> float:
 
 
 def augment_batch(x: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> torch.Tensor:
-    x = random_crop_pad(x, recipe.crop_padding, generator)
+    if recipe.resized_crop is not None:
+        x = random_resized_crops(x, generator, scale=recipe.resized_crop)
+    else:
+        x = random_crop_pad(x, recipe.crop_padding, generator)
     return random_flip(x, generator) if recipe.flip else x
+
+
+def recipe_key(recipe: Recipe) -> dict:
+    """The recipe as cache keys hold it: every field, less the added ones at their defaults."""
+    return config_dict(recipe)
 
 
 class _Batches(Dataset):
@@ -190,7 +250,8 @@ def soft_label_loss(
     whose CE uses the label of the batch's first mixup term)."""
     if recipe.loss == "mse_ce":
         return F.mse_loss(student_logits, teacher_logits) + recipe.ce_weight * F.cross_entropy(student_logits, labels)
-    return kd_loss(student_logits, teacher_logits, recipe.temperature)
+    kl = kd_loss(student_logits, teacher_logits, recipe.temperature)
+    return kl * recipe.temperature**2 if recipe.kd_t2 else kl
 
 
 CHECKPOINT_SECONDS = 60.0  # training time between epoch checkpoints of students (a kill loses at most this much)
@@ -276,6 +337,8 @@ def fit(
             x = augment_batch(x, recipe, generator)
             if recipe.mixup_alpha > 0:
                 x = mixup(x, recipe.mixup_alpha, generator)
+            if recipe.cutmix_alpha > 0:
+                x = cutmix(x, recipe.cutmix_alpha, generator)
             loss = loss_fn(model(x), x, y)
             finite &= torch.isfinite(loss.detach())
             optimizer.zero_grad(set_to_none=True)
