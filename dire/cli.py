@@ -71,7 +71,12 @@ def _default(function, name: str):
 
 
 # flat names the CLI spells its own way: dicts take KEY=VALUE repeats, lists take commas, booleans are on/off
-_DICT_FLAGS = {"method_settings": "--method-arg", "student_overrides": "--student-arg", "experts": "--expert-arg"}
+_DICT_FLAGS = {
+    "method_settings": "--method-arg",
+    "student_overrides": "--student-arg",
+    "teacher_overrides": "--teacher-arg",
+    "experts": "--expert-arg",
+}
 _ALIASES = {"teacher_arch": ["--teacher"], "student_arch": ["--student"], "dire_weight": [], "seed": []}
 _CHOICES = {
     "dataset": lambda: sorted(DATASETS),

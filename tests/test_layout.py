@@ -146,6 +146,7 @@ _CLI_VALUES = {
     "ipc_per_unit": "7",
     "classes_per_unit": "2",
     "init": "real",
+    "condense_classes": "3",
     "dire": "on",
     "dire_weight": "0.3",
     "r_c": "2.0",
@@ -172,6 +173,7 @@ _CLI_VALUES = {
 _DICT_VALUES = {
     "method_settings": ("--method-arg", "crop_scale=(0.5,1.0)", {"crop_scale": (0.5, 1.0)}),
     "student_overrides": ("--student-arg", "lr=0.001", {"lr": 0.001}),
+    "teacher_overrides": ("--teacher-arg", "epochs=2", {"epochs": 2}),
     "experts": ("--expert-arg", "num_experts=4", {"num_experts": 4}),
 }
 
@@ -195,6 +197,7 @@ def test_every_config_field_is_reachable_from_the_cli():
             "ipc_per_unit": 7,
             "classes_per_unit": 2,
             "init": "real",
+            "condense_classes": 3,
             "dire": True,
             "dire_weight": 0.3,
             "r_c": 2.0,

@@ -48,6 +48,9 @@ class Experiment:
     teacher_weights: str | None = added_field(
         None, "pretrained teacher_arch: a torchvision weights name (e.g. ResNet18_Weights.IMAGENET1K_V1) or a file"
     )
+    teacher_overrides: dict = added_field(
+        default_factory=dict, help="teacher recipe fields over teacher_recipe, e.g. {'epochs': 50} (every teacher)"
+    )
     teacher_set: str | None = setting(None, "teachers of G-VBSM / UFC after teacher_arch (None: the method's own)")
     bank_per_class: int = setting(100, "real embeddings per class (release: 500)")
     # BatchNorm: on 8-px digits the instance norm of the DC ConvNet sees 2x2 maps and soft-label students stay at chance
@@ -142,7 +145,17 @@ FLAT: dict[str, tuple[str, str]] = {
     "method": ("", "method"),
     **{
         name: ("synthesis", name)
-        for name in ("ipc", "seed", "iterations", "lr", "betas", "ipc_per_unit", "classes_per_unit", "init")
+        for name in (
+            "ipc",
+            "seed",
+            "iterations",
+            "lr",
+            "betas",
+            "ipc_per_unit",
+            "classes_per_unit",
+            "init",
+            "condense_classes",
+        )
     },
     "r_bn": ("method", "r_bn"),
     "jitter": ("method", "jitter"),
@@ -157,6 +170,7 @@ FLAT: dict[str, tuple[str, str]] = {
             "teacher_recipe",
             "teacher_seed",
             "teacher_weights",
+            "teacher_overrides",
             "teacher_set",
             "bank_per_class",
             "student_arch",

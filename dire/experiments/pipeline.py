@@ -77,6 +77,7 @@ def metric_network(
         progress=progress,
         download=download,
         holdout=exp.holdout,
+        **exp.teacher_overrides,
     )
     return net, record, f"evaluator {exp.metric_arch}"
 
@@ -141,6 +142,7 @@ def run_experiment(
             download=download,
             holdout=exp.holdout,
             weights=weights,
+            **exp.teacher_overrides,
         )
         how = f"weights {weights}" if weights else exp.teacher_recipe
         log(f"teacher {arch} ({how}): test accuracy {record['test_acc']:.2f}%")

@@ -122,11 +122,11 @@ def ablation_markdown(rows: Sequence[dict]) -> str:
 def cross_architecture_markdown(rows: Sequence[dict]) -> str:
     """Students as columns, baseline and + DiRe as rows; one table per (dataset, IPC), each under a heading when
     there are several."""
-    groups = list(dict.fromkeys((r["dataset"], r["ipc"]) for r in rows))
+    groups = list(dict.fromkeys((r.get("dataset"), r.get("ipc")) for r in rows))
     if len(groups) > 1:
         return "\n".join(
             f"**{dataset}, IPC {ipc}** (teacher {next(r['teacher'] for r in rows if r['dataset'] == dataset)})\n\n"
-            + cross_architecture_markdown([r for r in rows if (r["dataset"], r["ipc"]) == (dataset, ipc)])
+            + cross_architecture_markdown([r for r in rows if (r.get("dataset"), r.get("ipc")) == (dataset, ipc)])
             for dataset, ipc in groups
         )
     students = list(dict.fromkeys(r["student"] for r in rows))

@@ -83,6 +83,9 @@ class SynthesisConfig:
     classes_per_unit: int | None = setting(None, "classes per unit (None: all; DiRe release: 50)")
     init: str = setting("noise", "synthetic init: noise (N(0, 1), normalized) or real (random real images)")
     seed: int = setting(0, "synthesis seed")
+    condense_classes: int | None = added_field(
+        None, "condense only the first N classes (None: all): a class range per job, or a dry run's budget"
+    )
 
     def __post_init__(self) -> None:
         ranges = {
@@ -93,16 +96,23 @@ class SynthesisConfig:
             "ipc_per_unit": ">=1",
             "classes_per_unit": ">=1",
             "seed": "seed",
+            "condense_classes": ">=1",
         }
         check_numbers(self, ranges)
         if self.init not in ("noise", "real"):
             raise ValueError(f"SynthesisConfig.init must be 'noise' or 'real'; got {self.init!r}")
+
+    def class_count(self, num_classes: int) -> int:
+        """How many classes are condensed: the first ``condense_classes`` of the dataset's ``num_classes``."""
+        return num_classes if self.condense_classes is None else min(self.condense_classes, num_classes)
 
     def validate(self, num_classes: int) -> None:
         if self.ipc < 1 or self.ipc_per_unit < 1:
             raise ValueError(f"ipc and ipc_per_unit must be >= 1; got ipc={self.ipc}, ipc_per_unit={self.ipc_per_unit}")
         if self.classes_per_unit is not None and not 1 <= self.classes_per_unit <= num_classes:
             raise ValueError(f"classes_per_unit must be in 1..{num_classes} or None; got {self.classes_per_unit}")
+        if self.condense_classes is not None and self.condense_classes > num_classes:
+            raise ValueError(f"condense_classes must be in 1..{num_classes} or None; got {self.condense_classes}")
         if self.iterations < 1 or self.lr <= 0:
             raise ValueError(f"iterations must be >= 1 and lr > 0; got {self.iterations}, {self.lr}")
         if self.init not in ("noise", "real"):
@@ -129,8 +139,9 @@ class Unit:
 
 def plan_units(config: SynthesisConfig, num_classes: int) -> list[Unit]:
     config.validate(num_classes)
-    k = config.classes_per_unit or num_classes
-    blocks = [tuple(range(s, min(s + k, num_classes))) for s in range(0, num_classes, k)]
+    n = config.class_count(num_classes)
+    k = config.classes_per_unit or n
+    blocks = [tuple(range(s, min(s + k, n))) for s in range(0, n, k)]
     chunks = [
         tuple(range(s, min(s + config.ipc_per_unit, config.ipc))) for s in range(0, config.ipc, config.ipc_per_unit)
     ]

@@ -63,7 +63,7 @@ class UFC(Method):
     default_teacher_set = "ufc-paper"
 
     def units(self, ctx: Context) -> list[Unit]:
-        n = ufc_ipc_init(ctx.config.ipc, len(ctx.teachers), ctx.info.num_classes)
+        n = ufc_ipc_init(ctx.config.ipc, len(ctx.teachers), ctx.config.class_count(ctx.info.num_classes))
         return plan_units(
             dataclasses.replace(ctx.config, ipc=n, ipc_per_unit=1, classes_per_unit=None), ctx.info.num_classes
         )
