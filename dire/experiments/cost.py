@@ -27,6 +27,7 @@ def measure_synthesis(
     teacher_arch: str = Experiment.teacher_arch,
     teacher_recipe: str = Experiment.teacher_recipe,
     teacher_weights: str | None = None,
+    teacher_overrides: dict | None = None,
     method_settings: dict | None = None,
     bank_per_class: int = Experiment.bank_per_class,
     r_bn: float = SRe2L.r_bn,
@@ -64,6 +65,7 @@ def measure_synthesis(
         device=dev,
         progress=False,
         download=download,
+        **(teacher_overrides or {}),
     )
     bank, _ = cached_bank(teacher, rec, train, per_class=bank_per_class, device=dev, runs_root=runs_root)
     config = SynthesisConfig(
