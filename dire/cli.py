@@ -199,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     rep.add_argument("--deterministic", action="store_true", help="pass deterministic=True to every notebook")
     rep.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="every notebook at a step or two on stand-in data of the true shapes; outputs in build/<profile>-dry-run/",
+    )
+    rep.add_argument(
         "--quiet",
         action="store_true",
         help="no streamed progress, per-experiment lines or time estimates; only failures and the index",
@@ -378,7 +383,15 @@ def main(argv: list[str] | None = None) -> int:
             from dire.report.reproduce import reproduce
 
             extra = {"deterministic": True} if args.deterministic else None
-            runs = reproduce(args.profile, only=args.only, device=args.device, quiet=args.quiet, log=print, extra=extra)
+            runs = reproduce(
+                args.profile,
+                only=args.only,
+                device=args.device,
+                quiet=args.quiet,
+                log=print,
+                extra=extra,
+                dry_run=args.dry_run,
+            )
             failed = [r.name for r in runs if not r.ok]
             return 1 if failed else 0
         if args.command == "runs":

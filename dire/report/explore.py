@@ -192,6 +192,8 @@ def load_experiment(
         progress=progress,
         download=download,
         holdout=holdout,
+        weights=cfg.get("teacher_weights"),  # added fields: absent from configs that left them at their defaults
+        **cfg.get("teacher_overrides", {}),
     )
     synthetic = load(synthetic_path(record.result, runs_root))
     info = train.info

@@ -211,6 +211,19 @@ def estimate_left(names: Sequence[str], timings: dict[str, dict], device: str) -
     return text + (f", plus {untimed} notebook{'s' if untimed > 1 else ''} never timed here" if untimed else "")
 
 
+def _dry_run(profile: str, name: str, notebooks: Path, build: Path) -> dict:
+    """Notebook ``name``'s dry-run parameters (all of them: they replace the profile's), after writing the
+    stand-ins of the datasets it names."""
+    import papermill
+
+    from dire.report.dry_run import datasets_of, dry_run_params, write_standins
+
+    params = load_profile(profile, name, notebooks)
+    known = set(papermill.inspect_notebook(str(notebooks / f"{name}.ipynb")))
+    write_standins(datasets_of(params), build)
+    return dry_run_params(params, known, build)
+
+
 def reproduce(
     profile: str = "quick",
     *,
@@ -220,11 +233,15 @@ def reproduce(
     quiet: bool = False,
     log: Callable[[str], None] = print,
     extra: dict | None = None,
+    dry_run: bool = False,
 ) -> list[NotebookRun]:
     """Run the profile's notebooks (all, or ``only``), then write the HTML index. Unless ``quiet``, each
     notebook's output is streamed and an estimate of the time left is logged before it; with ``quiet`` only
     failures and the index are logged. ``extra``: parameters given to every notebook on top of its profile
-    (e.g. ``{"deterministic": True}``)."""
+    (e.g. ``{"deterministic": True}``).
+
+    ``dry_run``: the profile at a step or two on stand-in data, everything under ``build/<profile>-dry-run/``
+    (:mod:`dire.report.dry_run`)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
     names = list_notebooks(notebooks)
@@ -233,14 +250,15 @@ def reproduce(
         if missing:
             raise ValueError(f"--only: no notebook(s) {missing}; available: {names}")
         names = [n for n in names if n in set(only)]
-    build = notebooks.parent / "build" / profile
+    build = notebooks.parent / "build" / (f"{profile}-dry-run" if dry_run else profile)
     timings = read_timings(build)
     runs = []
     for i, name in enumerate(names, 1):
         if not quiet:
             log(f"[{i}/{len(names)}] {name} ({profile}, {device}): {estimate_left(names[i - 1 :], timings, device)}")
+        given = {**(_dry_run(profile, name, notebooks, build) if dry_run else {}), **(extra or {})}
         run = run_notebook(
-            name, profile=profile, device=device, notebooks=notebooks, build=build, quiet=quiet, extra=extra
+            name, profile=profile, device=device, notebooks=notebooks, build=build, quiet=quiet, extra=given
         )
         record_timing(build, run, device)
         if not quiet or not run.ok:
@@ -249,7 +267,7 @@ def reproduce(
     index = write_index(
         runs,
         profile=profile,
-        figures=notebooks.parent / "figures",
+        figures=build / "figures" if dry_run else notebooks.parent / "figures",
         path=build / "index.html",
         device=device,
         notebooks=list_notebooks(notebooks),

@@ -1,0 +1,130 @@
+"""A profile's dry run (``dire reproduce --profile paper --dry-run``): every notebook of the profile end to end
+on the CPU, through the same code a real run takes, on stand-in data at each dataset's true image size and
+class count (:mod:`dire.data.standin`), with budgets cut to a step or two. It finds what would break on a GPU
+(shapes, settings a method refuses, pretrained layouts, missing parameters) before anyone rents one.
+
+What the dry run changes, and nothing else (:func:`dry_run_params`):
+
+- budgets: the caps in :data:`CUTS` (steps, epochs, IPC 2, one seed, one 2-epoch MTT expert, ...), applied to
+  every value of those names, nested ones included (``method_overrides``, ``dataset_overrides``);
+- ``condense_classes = 2`` and ``teacher_overrides = {"epochs": 1}``: two classes condensed per set, teachers
+  trained one epoch on the stand-ins;
+- a torchvision weights name becomes a stand-in file of that network in torchvision's layout (random weights),
+  loaded through the same local-file path;
+- data, runs, figures and selections go under ``build/<profile>-dry-run/``, never ``figures/`` or ``runs/``:
+  its tables are not results.
+
+IPCs collapse to 2, so a table's IPC 10 and IPC 50 rows become one experiment; every (dataset, method, variant,
+student) row still runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dire.data.standin import STANDIN_DATASETS, write_standin
+
+# name -> cap; None values (e.g. student_epochs: the recipe's own) become the cap
+CUTS: dict[str, int] = {
+    "iterations": 2,
+    "round_iterations": 1,
+    "timed_steps": 2,
+    "warmup": 1,
+    "student_epochs": 1,
+    "bank_per_class": 10,
+    "ipc": 2,
+    "ipc_per_unit": 2,
+    "classes_per_unit": 2,
+    "holdout_per_class": 1,
+    "max_start_epoch": 1,
+    "num_experts": 1,
+}
+CONDENSE_CLASSES = 2
+TEACHER_EPOCHS = 1
+EXPERT_EPOCHS = 3  # MTT: max_start_epoch 1 - 1 + expert_epochs (2 or 3 in MTT_SETTINGS)
+# stand-in sizes: every class one image (two on CIFAR, for a validation split), the condensed ones ten
+STANDIN_SIZES = {"cifar10": 2, "cifar100": 2, "tiny-imagenet": 1, "imagenet": 1}
+
+
+def cut_budgets(value: Any) -> Any:
+    """``value`` with every entry named in :data:`CUTS` capped, at any depth of dicts and lists."""
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if key in CUTS and (item is None or isinstance(item, int)):
+                out[key] = CUTS[key] if item is None else min(item, CUTS[key])
+            elif key == "ipcs":
+                out[key] = sorted({min(i, CUTS["ipc"]) for i in item})
+            elif key == "seeds":
+                out[key] = list(item)[:1]
+            else:
+                out[key] = cut_budgets(item)
+        return out
+    if isinstance(value, list):
+        return [cut_budgets(v) for v in value]
+    return value
+
+
+def datasets_of(params: Mapping) -> set[str]:
+    """The datasets a notebook's parameters name (``dataset``, ``datasets``)."""
+    names = set(params.get("datasets") or [])
+    return names | ({params["dataset"]} if params.get("dataset") else set())
+
+
+def standin_weights(weights: str, folder: Path) -> Path:
+    """A file of torchvision's ``weights`` network (its layout, its class count) with random weights."""
+    import torchvision
+
+    entry = torchvision.models.get_weight(weights)
+    arch = weights.split(".")[0].removesuffix("_Weights").lower()
+    path = folder / f"{arch}-standin.pth"
+    if not path.exists():
+        torch.manual_seed(0)
+        model = torchvision.models.get_model(arch, weights=None, num_classes=len(entry.meta["categories"]))
+        folder.mkdir(parents=True, exist_ok=True)
+        from dire.runs import atomic_save
+
+        atomic_save(model.state_dict(), path)
+    return path
+
+
+def _weights_to_files(value: Any, folder: Path) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            k: standin_weights(v, folder).as_posix()
+            if k == "teacher_weights" and isinstance(v, str) and "_Weights." in v
+            else _weights_to_files(v, folder)
+            for k, v in value.items()
+        }
+    return value
+
+
+def dry_run_params(params: Mapping, known: set[str], root: Path) -> dict:
+    """The profile's ``params`` for one notebook (whose parameters are ``known``) as its dry run runs them."""
+    out = _weights_to_files(cut_budgets(dict(params)), root / "weights")
+    extra: dict[str, Any] = {
+        "condense_classes": CONDENSE_CLASSES,
+        "teacher_overrides": {**params.get("teacher_overrides", {}), "epochs": TEACHER_EPOCHS},
+        "data_root": (root / "data").as_posix(),
+        "runs_root": (root / "runs").as_posix(),
+        "figures_root": (root / "figures").as_posix(),
+        "download": False,
+        "selection_out": (root / "selected.json").as_posix(),
+    }
+    out |= {k: v for k, v in extra.items() if k in known}
+    if "method_overrides" in known:
+        mtt = dict(out.get("method_overrides", {}).get("mtt", {}))
+        mtt["experts"] = {**mtt.get("experts", {}), "num_experts": 1, "epochs": EXPERT_EPOCHS}
+        mtt["max_start_epoch"] = CUTS["max_start_epoch"]
+        out["method_overrides"] = {**out.get("method_overrides", {}), "mtt": mtt}
+    return out
+
+
+def write_standins(names: set[str], root: Path) -> None:
+    """Stand-ins of every dataset in ``names`` that has one, under ``root/data``."""
+    for name in sorted(names & set(STANDIN_DATASETS)):
+        write_standin(name, root / "data", per_class=STANDIN_SIZES[name], rich_classes=CONDENSE_CLASSES)
