@@ -48,7 +48,7 @@ def test_cut_budgets_caps_every_level_and_keeps_the_rest():
     cut = cut_budgets(params)
     assert cut["iterations"] == CUTS["iterations"] and cut["lr"] == 0.1
     assert cut["student_epochs"] == CUTS["student_epochs"]  # None (the recipe's 400) is capped too
-    assert cut["seeds"] == [3] and cut["ipcs"] == [CUTS["ipc"]]
+    assert cut["seeds"] == [3] and cut["ipcs"] == [10]
     assert cut["method_overrides"] == {"delt": {"round_iterations": 1, "jitter": 0}, "dm": {"iterations": 2}}
     assert cut["dataset_overrides"]["imagenet"]["iterations"] == 2
     assert cut["dataset_overrides"]["imagenet"]["method_overrides"]["dwa"]["iterations"] == 1  # below the cap

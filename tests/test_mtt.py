@@ -104,8 +104,9 @@ def test_settings_table_and_errors(digits, experts_dir, tmp_path):
     with pytest.raises(ValueError, match="no MTT settings"):
         mtt_settings("mnist", 10)
     train, _ = digits
-    with pytest.raises(ValueError, match="use one unit"):
-        synthesize(_mtt(experts_dir), _ctx(train, ipc=2, ipc_per_unit=1), out_dir=tmp_path / "a", progress=False)
+    # one unit of the whole set, whatever layout the shared settings give the SRe2L family
+    units = _mtt(experts_dir).units(_ctx(train, ipc=2, ipc_per_unit=1, classes_per_unit=3))
+    assert len(units) == 1 and units[0].slots == (0, 1) and units[0].classes == tuple(range(10))
     with pytest.raises(ValueError, match="exceeds the experts' 4 epochs"):
         synthesize(
             _mtt(experts_dir, max_start_epoch=5),

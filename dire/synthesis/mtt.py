@@ -36,6 +36,7 @@ and rows of our own for Fashion-MNIST and digits (no published MTT path; see the
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,7 +49,7 @@ from dire.data.dsa import DSA, STRATEGY
 from dire.nets.experts import Experts
 from dire.nets.models import build_model, features_and_logits
 from dire.regularizer import RealBank
-from dire.synthesis.base import Context, Method, Step, Unit, pixel_bounds, real_init, register
+from dire.synthesis.base import Context, Method, Step, Unit, pixel_bounds, plan_units, real_init, register
 
 _KEYS = ("syn_steps", "expert_epochs", "max_start_epoch", "lr_img", "lr_lr", "lr_teacher", "zca", "batch_syn", "model")
 
@@ -144,14 +145,13 @@ class MTT(Method):
         """The :data:`MTT_SETTINGS` row's method fields, where the table has one."""
         return method_settings(dataset, ipc) if (dataset, ipc) in MTT_SETTINGS else {}
 
+    def units(self, ctx: Context) -> list[Unit]:
+        """One unit, the whole set: the student unrolls over all synthetic images, whatever layout the shared
+        settings give the SRe2L family."""
+        whole = dataclasses.replace(ctx.config, ipc_per_unit=ctx.config.ipc, classes_per_unit=None)
+        return plan_units(whole, ctx.info.num_classes)
+
     def setup(self, ctx: Context) -> None:
-        cfg = ctx.config
-        if cfg.ipc_per_unit < cfg.ipc or (cfg.classes_per_unit not in (None, ctx.info.num_classes)):
-            raise ValueError(
-                "MTT trains the student on the whole synthetic set: use one unit "
-                f"(ipc_per_unit = ipc = {cfg.ipc}, classes_per_unit = None); "
-                f"got ipc_per_unit={cfg.ipc_per_unit}, classes_per_unit={cfg.classes_per_unit}"
-            )
         if self.syn_steps < 1 or self.expert_epochs < 1 or self.max_start_epoch < 1:
             raise ValueError(
                 f"expected syn_steps, expert_epochs, max_start_epoch >= 1; got {self.syn_steps}, "

@@ -63,7 +63,8 @@ class UFC(Method):
     default_teacher_set = "ufc-paper"
 
     def units(self, ctx: Context) -> list[Unit]:
-        n = ufc_ipc_init(ctx.config.ipc, len(ctx.teachers), ctx.config.class_count(ctx.info.num_classes))
+        # the budget of the whole dataset's set, so a run of some classes makes that set's images of them
+        n = ufc_ipc_init(ctx.config.ipc, len(ctx.teachers), ctx.info.num_classes)
         return plan_units(
             dataclasses.replace(ctx.config, ipc=n, ipc_per_unit=1, classes_per_unit=None), ctx.info.num_classes
         )
