@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from dire.checks import set_deterministic
 from dire.data import load_dataset, to_uint8, validation_split
+from dire.experiments.config import Experiment, make_experiment
 from dire.nets import speed
 from dire.nets.models import build_model, embed_images, features_and_logits
 from dire.nets.speed import (
@@ -47,11 +48,26 @@ def test_resolve_precision():
     assert resolve_precision("bf16", "cpu") == "bf16" and resolve_precision("fp32", "cuda:0") == "fp32"
     with pytest.raises(ValueError, match="precision 'fp16' is not known; expected one of auto, bf16, fp32"):
         resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="expected one of auto, bf16, fp32"):
+        Experiment(precision="half")
+    with pytest.raises(ValueError, match="synthesis_precision.*expected one of auto, bf16, fp32"):
+        Experiment(synthesis_precision="BF16")
 
 
 def test_precision_key_only_for_bf16():
     assert precision_key("fp32", "cuda") == {} and precision_key("auto", "cpu") == {}
     assert precision_key("auto", "cuda") == {"precision": "bf16"} == precision_key("bf16", "cpu")
+
+
+def test_default_experiment_keys_are_unchanged():
+    """The hashes below were computed by the code before precision existed (commit 7f3cf77)."""
+    exp = Experiment()
+    assert "precision" not in exp.config() and "synthesis_precision" not in exp.config()
+    assert config_hash(exp.config()) == "1c772ddf7aa0"
+    assert config_hash(Experiment(validation_per_class=5).config()) == "69dee167a7d9"
+    assert config_hash(make_experiment(dataset="fashion-mnist", method="dm", dire=True).config()) == "607baef68e6e"
+    # explicit settings do enter the experiment's own key
+    assert Experiment(precision="bf16").config()["precision"] == "bf16"
 
 
 def test_teacher_key_is_unchanged_in_fp32():
@@ -98,6 +114,42 @@ def test_auto_on_cuda_keys_teacher_bank_and_students_as_bf16(monkeypatch, tmp_pa
             "",
             "bf16",
         ]
+
+
+def test_default_pipeline_run_keeps_its_folders(runs_root):
+    """A default experiment on the CPU lands in the folders the code before precision made (names from commit
+    7f3cf77), and no key of it mentions precision."""
+    from dire.experiments.pipeline import run_experiment
+
+    result = run_experiment(
+        make_experiment(iterations=2, student_epochs=1, bank_per_class=10),
+        runs_root=runs_root,
+        progress=False,
+        log=lambda _m: None,
+    )
+    assert result["precision"] == {"train": "fp32", "synthesis": "fp32"}
+    folders = ["teacher/12298c7816a8", "bank/99f43a567086", "synthetic/3f61978c9f92", "student/15555dc0f0b2"]
+    folders.append("experiment/60d303423e57")
+    for folder in folders:
+        assert "precision" not in (runs_root / folder / "config.json").read_text(), folder
+
+
+def test_bf16_pipeline_run_keys_every_bf16_stage(runs_root):
+    from dire.experiments.pipeline import run_experiment
+
+    flat = {"iterations": 2, "student_epochs": 1, "bank_per_class": 10, "dire": True}
+    exp = make_experiment(**flat, precision="bf16", synthesis_precision="bf16")  # the flat names of notebooks, CLI
+    result = run_experiment(exp, runs_root=runs_root, progress=False, log=lambda _m: None)
+    syn_dir = runs_root / "synthetic" / result["dirs"]["synthetic"].split("/")[-1]
+    syn = read_json(syn_dir / "config.json")
+    teacher = read_json(runs_root / "teacher" / syn["teacher"] / "config.json")
+    bank = read_json(runs_root / "bank" / syn["bank"] / "config.json")
+    students = [
+        c for c in map(read_json, (runs_root / "student").glob("*/config.json")) if c["synthetic"] == syn_dir.name
+    ]
+    assert syn["precision"] == teacher["precision"] == bank["precision"] == "bf16"
+    assert students and all(s["precision"] == "bf16" for s in students)
+    assert result["precision"] == {"train": "bf16", "synthesis": "bf16"}
 
 
 # ------------------------------------------------------------------ fp32 on the CPU: exactly the old code

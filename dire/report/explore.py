@@ -192,6 +192,8 @@ def load_experiment(
         progress=progress,
         download=download,
         holdout=holdout,
+        # the precision the experiment's teacher was trained in (records older than the setting: fp32)
+        precision=record.result.get("precision", {}).get("train", "fp32"),
     )
     synthetic = load(synthetic_path(record.result, runs_root))
     info = train.info
