@@ -17,8 +17,10 @@ echo "== $(date -u +%FT%TZ) device $DEVICE, commit $(git rev-parse --short HEAD 
 "$PY" -c "import torch; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), '|', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
 if [ "$DEVICE" = cpu ]; then
   SHAPES="small"; STEPS=5; PROFILE=smoke
+  PRECISION_ARGS="--batch 32 --bank-images 256 --epoch-images 5000 --repeats 5"
 else
   SHAPES="cifar100 imagenet"; STEPS=50; PROFILE=quick
+  PRECISION_ARGS="--batch 256 --bank-images 10000 --epoch-images 50000 --repeats 20"
 fi
 echo "== 1. tests (not slow) on this machine"
 "$PY" -m pytest -q -p no:cacheprovider -m "not slow" tests -x
@@ -28,6 +30,9 @@ for shape in $SHAPES; do
 done
 echo "== 3. the DiRe term alone against the release's loop"
 "$PY" benchmarks/dire_term.py --device "$DEVICE" --min-run-time 1 | tee "$OUT/dire_term.txt"
+echo "== 3b. fp32 against bf16 autocast (+ channels_last, cuDNN autotuning, data held on the device)"
+# shellcheck disable=SC2086  # PRECISION_ARGS is a list of options
+"$PY" benchmarks/precision.py --device "$DEVICE" $PRECISION_ARGS | tee "$OUT/precision.txt"
 echo "== 4. notebook 04_timing_memory ($PROFILE profile) on $DEVICE"
 "$PY" -m dire reproduce --profile "$PROFILE" --only 04_timing_memory --device "$DEVICE" --quiet
 # keep the device's outputs apart from the committed CPU figures

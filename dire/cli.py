@@ -30,6 +30,7 @@ from dire.experiments.config import (
     make_experiment,
 )
 from dire.nets.models import list_models
+from dire.nets.speed import PRECISIONS
 from dire.nets.train import STUDENT_RECIPES, TEACHER_RECIPES
 from dire.regularizer import ALL_TERMS
 from dire.synthesis import METHODS
@@ -89,6 +90,8 @@ _CHOICES = {
     "student_recipe": lambda: sorted(STUDENT_RECIPES),
     "teacher_set": lambda: sorted(TEACHER_SETS),
     "protocol": lambda: sorted(PROTOCOLS),
+    "precision": lambda: list(PRECISIONS),
+    "synthesis_precision": lambda: list(PRECISIONS),
 }
 _POSITIVE = {"ipc", "iterations", "ipc_per_unit", "classes_per_unit", "bank_per_class", "student_epochs", "edm_coreset"}
 _CLI_ONLY_IN_NOTEBOOKS = {"r_bn", "jitter"}  # shared method settings: the CLI takes them as --method-arg

@@ -13,7 +13,10 @@ two processes, users or notebooks is computed once. A file that cannot be read r
 
 Device: keys leave out the device on purpose. A teacher, bank or synthetic set is the same artifact
 whichever device made it (up to floating-point rounding), so one made on the CPU serves a GPU run and
-the other way round; ``--deterministic`` makes reruns on one device match bit for bit.
+the other way round; ``--deterministic`` makes reruns on one device match bit for bit. bf16 rounds far
+more than devices differ, so a stage run in bf16 records ``"precision": "bf16"`` in its key
+(:func:`dire.nets.speed.precision_key`), and an experiment's default precision "auto" is bf16 on CUDA, so a
+default GPU run shares a CPU run's artifacts only with ``precision="fp32"``.
 
 Format: :data:`FORMAT` is the layout version of the artifacts. It enters every key once it is
 above 1, so a ``runs/`` written by code of another format is never reused silently; format 1 is

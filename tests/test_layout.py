@@ -169,6 +169,8 @@ _CLI_VALUES = {
     "protocol": "dc",
     "validation_per_class": "8",
     "validation_seed": "6",
+    "precision": "bf16",
+    "synthesis_precision": "bf16",
 }
 _DICT_VALUES = {
     "method_settings": ("--method-arg", "crop_scale=(0.5,1.0)", {"crop_scale": (0.5, 1.0)}),
@@ -220,6 +222,8 @@ def test_every_config_field_is_reachable_from_the_cli():
             "protocol": "dc",
             "validation_per_class": 8,
             "validation_seed": 6,
+            "precision": "bf16",
+            "synthesis_precision": "bf16",
             **{k: v for k, (_, _, v) in _DICT_VALUES.items()},
         },
         shared_method_defaults=False,

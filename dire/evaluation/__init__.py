@@ -41,6 +41,7 @@ class Students:
     cache_key: dict | None = None  # each seed's result is cached under this key (None: not cached)
     runs_root: str | Path | None = None
     progress: bool = False  # a progress bar per student
+    precision: str = "fp32"  # autocast of student training and scoring: fp32, bf16 or auto (dire.nets.speed)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class SoftLabels(Protocol):
             cache_key=key,
             runs_root=s.runs_root,
             progress=s.progress,
+            precision=s.precision,
         )
 
 
@@ -87,6 +89,7 @@ class HardLabelsDC(Protocol):
             cache_key=s.cache_key,
             runs_root=s.runs_root,
             progress=s.progress,
+            precision=s.precision,
             **overrides,
         )
 

@@ -31,6 +31,7 @@ from dire.data.dsa import DSA, STRATEGY
 from dire.data.zca import ZCA
 from dire.evaluation.common import check_synthetic, per_seed, synthetic_digest
 from dire.nets.models import build_model
+from dire.nets.speed import autocast, precision_key, prepare_model, to_device
 from dire.nets.train import EpochCheckpoint, accuracy
 
 
@@ -73,6 +74,18 @@ def lr_at_epoch(lr: float, epoch: int, epochs: int) -> float:
     return lr * (0.1 if epoch >= epochs // 2 + 1 else 1.0)
 
 
+class _Float32(nn.Module):
+    """``module`` run in float32 even inside an autocast region."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.module(x.float())
+
+
 def train_dc(
     synthetic: dict,
     *,
@@ -84,12 +97,15 @@ def train_dc(
     device: str | torch.device = "cpu",
     progress: bool = False,
     checkpoint: Path | None = None,
+    precision: str = "fp32",
 ) -> dict:
     """One network: returns ``{"final": acc, "best": acc, "history": [...], "lr": lr}`` (accuracy in %).
 
     ``zca``: the whitening the set was synthesised under (MTT with ZCA); training images and test images
     are whitened with it. ``checkpoint``: a file for epoch checkpoints (:class:`~dire.nets.train.EpochCheckpoint`),
-    from which a killed run resumes.
+    from which a killed run resumes. ``precision``: autocast of the forward pass and loss, and of the test
+    evaluations (:func:`dire.nets.speed.autocast`); ZCA whitening (training and test images) and DSA stay
+    float32.
     """
     protocol.validate()
     info = test_set.info
@@ -98,15 +114,15 @@ def train_dc(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
-    net = net.to(device).train()
-    x_all = from_uint8(images, info).to(device)
-    y_all = labels.to(device)
+    net = prepare_model(net, device).train()
+    x_all = to_device(from_uint8(images, info), device)
+    y_all = to_device(labels, device)
     tested: nn.Module = net
     if zca is not None:
         zca = zca.to(device)
         with torch.no_grad():
             x_all = zca(x_all)
-        tested = nn.Sequential(zca, net)
+        tested = nn.Sequential(_Float32(zca), net)  # test images whitened as the training set was: in float32
     augment = DSA(protocol.dsa_strategy) if protocol.dsa else None
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay)
@@ -123,7 +139,8 @@ def train_dc(
             x = x_all[idx]
             if augment is not None:
                 x = augment(x, generator=generator)
-            loss = F.cross_entropy(net(x), y_all[idx])
+            with autocast(device, precision):
+                loss = F.cross_entropy(net(x).float(), y_all[idx])
             finite &= torch.isfinite(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -132,7 +149,7 @@ def train_dc(
             raise non_finite(f"DC student {arch} seed {seed}", f"epoch {epoch + 1} of {protocol.epochs}", lr=lr)
         last = epoch + 1 == protocol.epochs
         if last or (protocol.eval_every and (epoch + 1) % protocol.eval_every == 0):
-            history.append({"epoch": epoch + 1, "acc": accuracy(tested, test_set, device=device)})
+            history.append({"epoch": epoch + 1, "acc": accuracy(tested, test_set, device=device, precision=precision)})
         saver(epoch, optimizer, history)
     return {"final": history[-1]["acc"], "best": max(h["acc"] for h in history), "history": history, "lr": lr}
 
@@ -149,11 +166,13 @@ def evaluate_dc(
     cache_key: dict | None = None,
     runs_root: str | Path | None = None,
     progress: bool = False,
+    precision: str = "fp32",
     **protocol_overrides,
 ) -> dict:
     """Networks over ``seeds`` with the DC protocol; with ``cache_key`` each seed's result is cached under
     ``run_dir("student_dc", ...)``, so a rerun resumes. ``protocol_overrides`` replace fields of
-    ``protocol`` (e.g. ``epochs=300``).
+    ``protocol`` (e.g. ``epochs=300``). ``precision`` (:func:`dire.nets.speed.autocast`) enters the cache key
+    only when it resolves to bf16.
 
     Returns ``{"final": {mean, std, n}, "best": {mean, std, n}, "runs": [...], "protocol": "dc"}``.
     """
@@ -169,6 +188,7 @@ def evaluate_dc(
             "protocol": dataclasses.asdict(protocol),
             "lr": learning_rate(synthetic, protocol),
             "zca": zca is not None,
+            **precision_key(precision, device),
         }
     )
     result = per_seed(
@@ -183,6 +203,7 @@ def evaluate_dc(
             device=device,
             progress=progress,
             checkpoint=checkpoint,
+            precision=precision,
         ),
         stage="student_dc",
         digest=synthetic_digest(synthetic),

@@ -21,6 +21,7 @@ from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` stream
 from dire.data import ImageDataset, from_uint8
 from dire.evaluation.common import check_synthetic, per_seed, synthetic_digest
 from dire.nets.models import build_model
+from dire.nets.speed import precision_key, prepare_model, to_device
 from dire.nets.train import (
     EpochCheckpoint,
     Recipe,
@@ -44,19 +45,21 @@ def train_student(
     device: str | torch.device = "cpu",
     progress: bool = False,
     checkpoint: Path | None = None,
+    precision: str = "fp32",
     **recipe_overrides,
 ) -> dict:
     """One student: returns ``{"final": acc, "best": acc, "history": [...]}`` (accuracy in %). With
     ``checkpoint`` (a file) it saves its state at epoch ends (:class:`dire.nets.train.EpochCheckpoint`) and
-    resumes from it."""
+    resumes from it. ``precision``: autocast of the student's and the teacher's forward passes and of the test
+    evaluations (:func:`dire.nets.speed.autocast`)."""
     recipe = get_recipe(recipe, student=True, **recipe_overrides)
     info = test_set.info
     images, labels = check_synthetic(synthetic, info)
     torch.manual_seed(seed)
     student = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
-    student = student.to(device)
-    teacher = teacher.to(device).eval()
-    x_all = from_uint8(images, info).to(device)
+    student = prepare_model(student, device)
+    teacher = prepare_model(teacher, device).eval()
+    x_all = to_device(from_uint8(images, info), device)
     generator = torch.Generator().manual_seed(seed)
 
     def batches(epoch: int):
@@ -67,7 +70,7 @@ def train_student(
 
     def loss_fn(logits: torch.Tensor, x_aug: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            soft = teacher(x_aug)  # labels for the very batch the student sees (augmented + mixed)
+            soft = teacher(x_aug).float()  # labels for the very batch the student sees (augmented + mixed)
         return soft_label_loss(logits, soft, y, recipe)
 
     optimizer = make_optimizer(student, recipe)
@@ -84,13 +87,14 @@ def train_student(
         steps_per_epoch=-(-len(x_all) // recipe.batch_size),
         generator=generator,
         device=device,
-        evaluate=lambda: accuracy(student, test_set, device=device),
+        evaluate=lambda: accuracy(student, test_set, device=device, precision=precision),
         start_epoch=start,
         optimizer=optimizer,
         on_epoch_end=saver,
         history=history,
         progress=lambda _e: bar.update(),
         stage=f"student {arch} seed {seed}",
+        precision=precision,
     )
     bar.close()
     return {"final": history[-1]["acc"], "best": max(h["acc"] for h in history), "history": history}
@@ -108,15 +112,25 @@ def evaluate_synthetic(
     cache_key: dict | None = None,
     runs_root: str | Path | None = None,
     progress: bool = False,
+    precision: str = "fp32",
     **recipe_overrides,
 ) -> dict:
     """Students over ``seeds``; with ``cache_key`` each seed's result is cached, so a rerun resumes.
+    ``precision`` (:func:`dire.nets.speed.autocast`) enters the cache key only when it resolves to bf16.
 
     Returns ``{"final": {mean, std, n}, "best": {mean, std, n}, "runs": [...]}``.
     """
     recipe = get_recipe(recipe, student=True, **recipe_overrides)
     config = (
-        None if cache_key is None else {"stage": "student", **cache_key, "arch": arch, "recipe": recipe_key(recipe)}
+        None
+        if cache_key is None
+        else {
+            "stage": "student",
+            **cache_key,
+            "arch": arch,
+            "recipe": recipe_key(recipe),
+            **precision_key(precision, device),
+        }
     )
     return per_seed(
         seeds,
@@ -130,6 +144,7 @@ def evaluate_synthetic(
             device=device,
             progress=progress,
             checkpoint=checkpoint,
+            precision=precision,
         ),
         stage="student",
         digest=synthetic_digest(synthetic),

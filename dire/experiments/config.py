@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dire.checks import check_numbers
+from dire.nets.speed import PRECISIONS
 from dire.runs import added_field, config_dict, field_help, setting
 from dire.synthesis import METHODS, DiReConfig, SRe2L, SynthesisConfig
 
@@ -74,6 +75,16 @@ class Experiment:
         "teachers, banks or synthesis) and score students on them",
     )
     validation_seed: int = added_field(0, "which images the validation split holds")
+    # added fields, so the default leaves every key as it was: "auto" is fp32 on the CPU, and a stage run in bf16
+    # (auto on CUDA) records "precision": "bf16" in its own key (dire.nets.speed.precision_key)
+    precision: str = added_field(
+        "auto",
+        "autocast of teacher training, real-bank and metric embeddings and student training: "
+        "auto (bf16 on CUDA, fp32 elsewhere), bf16 or fp32",
+    )
+    synthesis_precision: str = added_field(
+        "fp32", "autocast of the synthesis steps' forward passes: fp32, bf16 or auto (DiRe's terms stay fp32)"
+    )
 
     def __post_init__(self) -> None:
         ranges = {
@@ -85,6 +96,11 @@ class Experiment:
             "validation_seed": "seed",
         }
         check_numbers(self, ranges)
+        for name in ("precision", "synthesis_precision"):
+            if getattr(self, name) not in PRECISIONS:
+                raise ValueError(
+                    f"Experiment.{name} = {getattr(self, name)!r} is not known; expected one of {', '.join(PRECISIONS)}"
+                )
         if not self.student_seeds:
             raise ValueError("Experiment.student_seeds is empty; give at least one student seed, e.g. (0,)")
 
@@ -183,6 +199,8 @@ FLAT: dict[str, tuple[str, str]] = {
             "experts",
             "validation_per_class",
             "validation_seed",
+            "precision",
+            "synthesis_precision",
         )
     },
 }

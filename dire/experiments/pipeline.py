@@ -20,6 +20,7 @@ from dire.metrics import diversity_metrics
 from dire.nets.bank import bank_embeddings, cached_bank
 from dire.nets.experts import ExpertConfig, Experts, train_experts
 from dire.nets.models import Ensemble, embed_images
+from dire.nets.speed import precision_key, resolve_precision
 from dire.nets.teacher import get_teacher, training_split
 from dire.nets.train import get_recipe, recipe_key
 from dire.runs import config_dict, config_hash, run_dir, write_json
@@ -63,7 +64,7 @@ def metric_network(
     download: bool = False,
 ) -> tuple[torch.nn.Module, dict, str]:
     """The one embedding network the diversity metrics use, its record and its name: the teacher, or
-    (``exp.metric_arch``) an independent evaluator trained with the teacher's recipe and seed + 1."""
+    (``exp.metric_arch``) an independent evaluator trained with the teacher's recipe, precision and seed + 1."""
     if exp.metric_arch is None:
         return teacher, teacher_record, f"teacher {exp.teacher_arch}"
     net, record = get_teacher(
@@ -78,6 +79,7 @@ def metric_network(
         download=download,
         holdout=exp.holdout,
         **exp.teacher_overrides,
+        precision=exp.precision,
     )
     return net, record, f"evaluator {exp.metric_arch}"
 
@@ -98,6 +100,9 @@ def run_experiment(
     (``eval_split`` says which). ``log`` gets the teachers' accuracy and, at the end, :func:`result_line`."""
     start = time.perf_counter()
     device = check_device(device)
+    # "auto" resolved once for this device; a stage in bf16 says so in its key, fp32 leaves keys as they were
+    precision = resolve_precision(exp.precision, device)
+    syn_precision = resolve_precision(exp.synthesis_precision, device)
     # settings first (method, teachers, student recipe), so a bad one fails before any data, teacher or
     # synthesis. A method's published per-dataset settings lie under the explicit ones (build_method names an
     # unknown method)
@@ -143,6 +148,7 @@ def run_experiment(
             holdout=exp.holdout,
             weights=weights,
             **exp.teacher_overrides,
+            precision=precision,
         )
         how = f"weights {weights}" if weights else exp.teacher_recipe
         log(f"teacher {arch} ({how}): test accuracy {record['test_acc']:.2f}%")
@@ -152,7 +158,14 @@ def run_experiment(
     teacher_key = config_hash(trec["config"])
 
     bank, bank_dir = cached_bank(
-        teacher, trec, train_set, per_class=exp.bank_per_class, device=device, runs_root=runs_root, progress=progress
+        teacher,
+        trec,
+        train_set,
+        per_class=exp.bank_per_class,
+        device=device,
+        runs_root=runs_root,
+        progress=progress,
+        precision=precision,
     )
 
     experts = None
@@ -171,7 +184,15 @@ def run_experiment(
         net, rec = load_teacher(arch)
         teachers.append(net)
         banks.append(
-            cached_bank(net, rec, train_set, per_class=exp.bank_per_class, device=device, runs_root=runs_root)[0]
+            cached_bank(
+                net,
+                rec,
+                train_set,
+                per_class=exp.bank_per_class,
+                device=device,
+                runs_root=runs_root,
+                precision=precision,
+            )[0]
             if exp.dire.enabled
             else None
         )
@@ -182,13 +203,14 @@ def run_experiment(
         "bank": bank_dir.name,
         "method": exp.method,
         "method_settings": dataclasses.asdict(method),
-        "synthesis": dataclasses.asdict(exp.synthesis),
+        "synthesis": config_dict(exp.synthesis),  # added fields enter only when set
         "dire": config_dict(exp.dire),
     }
     if len(teachers) > 1:
         syn_config["teachers"] = keys
     if experts is not None:  # by content (the experts' config hash and how many are used), not by path
         syn_config["experts"] = {"key": experts.folder.name, "count": len(experts)}
+    syn_config.update(precision_key(syn_precision, device))  # only bf16 synthesis adds a field
     syn_dir = run_dir("synthetic", syn_config, root=runs_root)
     ctx = Context(
         teacher=teacher,
@@ -200,6 +222,7 @@ def run_experiment(
         banks=banks,
         cache_dir=run_dir("precomputed", {"teachers": keys}, root=runs_root),
         experts=experts,
+        precision=syn_precision,
     )
     synthetic = synthesize(method, ctx, out_dir=syn_dir, dire=exp.dire, progress=progress)
     n_images = len(synthetic["labels"])
@@ -223,6 +246,7 @@ def run_experiment(
         cache_key={"synthetic": syn_dir.name, **split_key},
         runs_root=runs_root,
         progress=progress,
+        precision=precision,
     )
     acc = protocol.evaluate(synthetic, students)
 
@@ -239,11 +263,18 @@ def run_experiment(
     metric_bank = (
         bank
         if mrec is trec
-        else cached_bank(metric_net, mrec, train_set, per_class=exp.bank_per_class, device=device, runs_root=runs_root)[
-            0
-        ]
+        else cached_bank(
+            metric_net,
+            mrec,
+            train_set,
+            per_class=exp.bank_per_class,
+            device=device,
+            runs_root=runs_root,
+            precision=precision,
+        )[0]
     )
-    fake = embed_images(metric_net, from_uint8(synthetic["images"], info), device=device)
+    # the synthetic images embedded as the real bank was, so both sides of the metrics share one rounding
+    fake = embed_images(metric_net, from_uint8(synthetic["images"], info), device=device, precision=precision)
     real, real_labels = bank_embeddings(metric_bank)
     diversity = diversity_metrics(fake, synthetic["labels"], real, real_labels)
 
@@ -258,6 +289,7 @@ def run_experiment(
         "diversity": diversity,
         "metric_network": metric_name,
         "timing": timing,
+        "precision": {"train": precision, "synthesis": syn_precision},  # "auto" as resolved on this device
         "dirs": {"teacher": trec["dir"], "synthetic": str(syn_dir)},
     }
     exp_dir = run_dir("experiment", {"synthetic": syn_dir.name, "config": exp.config()}, root=runs_root)

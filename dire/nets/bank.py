@@ -15,6 +15,7 @@ from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` stream
 
 from dire.data import ImageDataset
 from dire.nets.models import embed_images
+from dire.nets.speed import precision_key
 from dire.regularizer import RealBank
 from dire.runs import atomic_save, load
 
@@ -29,8 +30,10 @@ def real_embedding_bank(
     batch_size: int = 256,
     cache: str | Path | None = None,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> RealBank:
-    """Embed up to ``per_class`` random real images of every class (seeded), cached at ``cache`` if given."""
+    """Embed up to ``per_class`` random real images of every class (seeded), cached at ``cache`` if given;
+    ``precision``: the forward pass's (:func:`dire.nets.speed.autocast`), embeddings are float32 either way."""
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1; got {per_class}")
     if cache is not None and Path(cache).exists():
@@ -42,7 +45,7 @@ def real_embedding_bank(
         g = torch.Generator().manual_seed(seed * 1_000_003 + c)
         images = dataset.class_images(c, limit=per_class, generator=g)
         if len(images):
-            per[c] = embed_images(teacher, images, batch_size=batch_size, device=device)
+            per[c] = embed_images(teacher, images, batch_size=batch_size, device=device, precision=precision)
     bank = RealBank.from_dict(per, num_classes=dataset.info.num_classes)
     if cache is not None:
         atomic_save({"emb": bank.emb, "count": bank.count}, cache)
@@ -66,14 +69,23 @@ def cached_bank(
     device: str | torch.device = "cpu",
     runs_root: str | Path | None = None,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> tuple[RealBank, Path]:
     """The bank of a cached teacher (``get_teacher``'s model and record), stored in its run folder
-    ``<runs>/bank/<hash of (teacher config, per_class)>/bank.pt``; returns the bank and that folder."""
+    ``<runs>/bank/<hash of (teacher config, per_class[, precision])>/bank.pt``; returns the bank and that folder.
+    ``precision`` enters the key only when it resolves to bf16 (:func:`dire.nets.speed.precision_key`)."""
     from dire.runs import config_hash, lock, run_dir
 
-    folder = run_dir("bank", {"teacher": config_hash(teacher_record["config"]), "per_class": per_class}, root=runs_root)
+    key = {"teacher": config_hash(teacher_record["config"]), "per_class": per_class}
+    folder = run_dir("bank", {**key, **precision_key(precision, device)}, root=runs_root)
     with lock(folder):  # one process embeds; the others wait, then read bank.pt
         bank = real_embedding_bank(
-            teacher, dataset, per_class=per_class, device=device, cache=folder / "bank.pt", progress=progress
+            teacher,
+            dataset,
+            per_class=per_class,
+            device=device,
+            cache=folder / "bank.pt",
+            progress=progress,
+            precision=precision,
         )
     return bank, folder

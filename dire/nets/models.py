@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from dire.nets.speed import autocast, to_device
+
 ModelBuilder = Callable[..., "Classifier"]
 MODELS: dict[str, ModelBuilder] = {}
 
@@ -240,14 +242,23 @@ def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor
 
 
 @torch.no_grad()
-def embed_images(model: nn.Module, images: torch.Tensor, *, batch_size: int = 256, device: str | torch.device = "cpu"):
-    """Penultimate embeddings of ``images`` in eval mode, batched, returned on the CPU."""
+def embed_images(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+):
+    """Penultimate embeddings of ``images`` in eval mode, batched, returned on the CPU as float32 (whatever
+    ``precision`` the forward pass ran in; :func:`dire.nets.speed.autocast`)."""
     was_training = model.training
     model.eval()
-    out = [
-        features_and_logits(model, images[i : i + batch_size].to(device))[0].float().cpu()
-        for i in range(0, len(images), batch_size)
-    ]
+    out = []
+    for i in range(0, len(images), batch_size):
+        with autocast(device, precision):
+            z = features_and_logits(model, to_device(images[i : i + batch_size], device))[0]
+        out.append(z.float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else images.new_zeros(0, 0)
 

@@ -21,6 +21,7 @@ from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` stream
 from dire.data import load_dataset, validation_split
 from dire.nets import pretrained
 from dire.nets.models import Classifier, build_model
+from dire.nets.speed import DeviceData, hold_on_device, precision_key, prepare_model, resolve_precision, to_device
 from dire.nets.train import EpochCheckpoint, Recipe, accuracy, fit, get_recipe, loader, make_optimizer, recipe_key
 from dire.runs import atomic_save, load, lock, read_json, run_dir, write_json
 
@@ -28,12 +29,22 @@ from dire.runs import atomic_save, load, lock, read_json, run_dir, write_json
 _STUDENT_ONLY = ("loss", "ce_weight", "kd_t2")
 
 
-def teacher_config(dataset: str, arch: str, recipe: Recipe, seed: int, holdout: tuple[int, int] | None = None) -> dict:
+def teacher_config(
+    dataset: str,
+    arch: str,
+    recipe: Recipe,
+    seed: int,
+    holdout: tuple[int, int] | None = None,
+    *,
+    precision: str = "fp32",
+    device: str | torch.device = "cpu",
+) -> dict:
+    """A trained teacher's cache key; ``precision`` (resolved for ``device``) enters it only as bf16."""
     fields = {k: v for k, v in recipe_key(recipe).items() if k not in _STUDENT_ONLY}
     config = {"stage": "teacher", "dataset": dataset, "arch": arch, "recipe": fields, "seed": seed}
     if holdout is not None:  # only when set, so teachers cached before holdouts existed keep their keys
         config["holdout"] = {"per_class": holdout[0], "seed": holdout[1]}
-    return config
+    return {**config, **precision_key(precision, device)}  # fp32 adds nothing: older teachers keep their keys
 
 
 def training_split(
@@ -62,6 +73,7 @@ def get_teacher(
     download: bool = False,
     holdout: tuple[int, int] | None = None,
     weights: str | None = None,
+    precision: str = "fp32",
     **recipe_overrides,
 ) -> tuple[Classifier, dict]:
     """Return the trained teacher (eval mode, on ``device``) and its record
@@ -72,8 +84,12 @@ def get_teacher(
     choice is made from that number.
 
     ``weights``: a pretrained teacher instead of training one, a torchvision weights name or a state-dict file
-    (:mod:`dire.nets.pretrained`); its key records the weights and their SHA-256, not a recipe."""
+    (:mod:`dire.nets.pretrained`); its key records the weights and their SHA-256, not a recipe.
+
+    ``precision`` ("fp32", "bf16" or "auto"; :mod:`dire.nets.speed`): autocast of training and its test
+    evaluations; bf16 enters the key. A pretrained teacher is measured in fp32 (its key has no precision)."""
     recipe = get_recipe(recipe, student=False, **recipe_overrides)
+    precision = resolve_precision(precision, device)
     if weights is not None:
         if holdout is not None:
             raise ValueError(
@@ -83,16 +99,15 @@ def get_teacher(
         source, record = pretrained.resolve(weights, download=download)
         config = {"stage": "teacher", "dataset": dataset, "arch": arch, "pretrained": record}
     else:
-        config = teacher_config(dataset, arch, recipe, seed, holdout)
+        config = teacher_config(dataset, arch, recipe, seed, holdout, precision=precision)
     folder = run_dir("teacher", config, root=runs_root)
     train_set = load_dataset(dataset, split="train", root=data_root, download=download)
     if holdout is not None:  # the test split is loaded only if training is needed
         train_set = validation_split(train_set, holdout[0], seed=holdout[1])[0]
     info = train_set.info
     torch.manual_seed(seed)
-    model = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size).to(
-        device
-    )
+    model = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
+    model = prepare_model(model, device)  # channels_last and cuDNN autotuning on CUDA; .to(device) on the CPU
     with lock(folder):  # one process trains; the others wait here, then load what it saved
         if (folder / "metrics.json").exists():  # written last: the teacher is complete
             (folder / "checkpoint.pt").unlink(missing_ok=True)  # left if a kill came right after metrics.json
@@ -118,6 +133,7 @@ def get_teacher(
             workers=workers,
             progress=progress,
             download=download,
+            precision=precision,
         )
     return model.eval(), {"dir": str(folder), "config": config, **metrics}
 
@@ -136,6 +152,7 @@ def _train(
     workers: int,
     progress: bool,
     download: bool,
+    precision: str = "fp32",
 ) -> dict:
     """Train ``model`` from scratch or from ``checkpoint.pt``; commits ``model.pt`` then ``metrics.json`` (the
     completion mark, written last), then drops the checkpoint. A kill between the two final writes leaves
@@ -146,10 +163,17 @@ def _train(
     checkpoint = EpochCheckpoint(folder / "checkpoint.pt", model, generator, seconds=0)  # every epoch
     start, history = checkpoint.restore(optimizer, device)
 
+    # on CUDA a small in-memory training set is copied to the GPU once and cut there (the loader's batches,
+    # without a loader); the CPU keeps the loader
+    held = DeviceData(train_set, device) if hold_on_device(train_set, device) else None
+
     def batches(epoch: int):
         order = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        if held is not None:
+            yield from held.batches(batch_size=recipe.batch_size, generator=order)
+            return
         for x, y in loader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=order, workers=workers):
-            yield x.to(device), y.to(device)
+            yield to_device(x, device), to_device(y, device)
 
     steps = -(-len(train_set) // recipe.batch_size)
     # counted in batches: a teacher epoch on a real training set can take a minute on a CPU
@@ -168,13 +192,14 @@ def _train(
         steps_per_epoch=steps,
         generator=generator,
         device=device,
-        evaluate=lambda: accuracy(model, test_set, device=device, workers=workers),
+        evaluate=lambda: accuracy(model, test_set, device=device, workers=workers, precision=precision),
         start_epoch=start,
         optimizer=optimizer,
         on_epoch_end=checkpoint,
         history=history,
         on_batch=bar.update,
         stage=f"teacher {arch} on {dataset} ({folder})",
+        precision=precision,
     )
     bar.close()
     metrics = {"test_acc": history[-1]["acc"], "history": history}

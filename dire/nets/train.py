@@ -22,6 +22,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from dire.checks import check_numbers, non_finite
 from dire.data.augment import cutmix, mixup, random_crop_pad, random_flip, random_resized_crops
+from dire.nets.speed import autocast, to_device
 from dire.runs import added_field, atomic_save, config_dict, load, restore_rng, rng_state
 
 
@@ -220,14 +221,21 @@ def loader(
 
 @torch.no_grad()
 def accuracy(
-    model: nn.Module, dataset: Dataset, *, device: torch.device | str = "cpu", batch_size: int = 512, workers: int = 0
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 512,
+    workers: int = 0,
+    precision: str = "fp32",
 ) -> float:
-    """Top-1 accuracy (%) in eval mode over the whole dataset."""
+    """Top-1 accuracy (%) in eval mode over the whole dataset; ``precision`` as in :func:`dire.nets.speed.autocast`."""
     was_training = model.training
     model.eval()
     correct = total = 0
     for x, y in loader(dataset, batch_size=batch_size, shuffle=False, workers=workers):
-        pred = model(x.to(device)).argmax(1).cpu()
+        with autocast(device, precision):
+            pred = model(to_device(x, device)).argmax(1).cpu()
         correct += int((pred == y).sum())
         total += len(y)
     model.train(was_training)
@@ -318,11 +326,14 @@ def fit(
     progress: Callable[[int], None] | None = None,
     stage: str = "training",
     on_batch: Callable[[], None] | None = None,
+    precision: str = "fp32",
 ) -> list[dict]:
     """Train ``model`` for ``recipe.epochs``: ``batches(epoch)`` yields (x, y) on ``device``;
     ``loss_fn(logits, x_aug, y)`` gives the loss. Returns the evaluation history
     ``[{"epoch": e, "acc": a}, ...]`` (every ``eval_every`` epochs and at the end). ``progress(epoch)`` runs after
-    each epoch, ``on_batch()`` after each optimiser step.
+    each epoch, ``on_batch()`` after each optimiser step. ``precision`` (:func:`dire.nets.speed.autocast`): the
+    forward pass and ``loss_fn`` run under it, on float32 logits; backward and the step stay outside (float32
+    weights and optimiser state).
 
     A loss that is not finite stops training with :class:`dire.checks.NonFiniteLoss` (naming ``stage`` and
     the epoch) before that epoch's ``on_epoch_end``, so no checkpoint of a diverged model is written."""
@@ -339,7 +350,8 @@ def fit(
                 x = mixup(x, recipe.mixup_alpha, generator)
             if recipe.cutmix_alpha > 0:
                 x = cutmix(x, recipe.cutmix_alpha, generator)
-            loss = loss_fn(model(x), x, y)
+            with autocast(device, precision):
+                loss = loss_fn(model(x).float(), x, y)  # .float(): the loss in float32 (a no-op in fp32)
             finite &= torch.isfinite(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

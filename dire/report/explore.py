@@ -194,6 +194,8 @@ def load_experiment(
         holdout=holdout,
         weights=cfg.get("teacher_weights"),  # added fields: absent from configs that left them at their defaults
         **cfg.get("teacher_overrides", {}),
+        # the precision the experiment's teacher was trained in (records older than the setting: fp32)
+        precision=record.result.get("precision", {}).get("train", "fp32"),
     )
     synthetic = load(synthetic_path(record.result, runs_root))
     info = train.info

@@ -34,6 +34,7 @@ from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` stream
 
 from dire.checks import check_numbers, non_finite
 from dire.data import DatasetInfo, ImageDataset, to_uint8
+from dire.nets.speed import autocast
 from dire.regularizer import ALL_TERMS, TERMS, DiRe, RealBank
 from dire.runs import added_field, atomic_save, claim, load, lock, restore_rng, rng_state, setting
 
@@ -167,6 +168,7 @@ class Context:
     banks: list[RealBank | None] = field(default_factory=list)
     cache_dir: Path | None = None  # where a method may cache what it precomputes from real data (G-VBSM)
     experts: Any = None  # expert trajectories (dire.nets.experts.Experts) of a method that ``needs_experts``
+    precision: str = "fp32"  # autocast of each step's forward pass and method loss (dire.nets.speed); DiRe in fp32
 
     def __post_init__(self) -> None:
         self.teachers = self.teachers or ([self.teacher] if self.teacher is not None else [])
@@ -402,11 +404,12 @@ def run_unit(
         if method.cosine_lr:  # cosine to 0, no warm-up (SRe2L)
             for group, lr in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = 0.5 * (1 + math.cos(math.pi * it / cfg.iterations)) * lr
-        step = method.loss(ctx, unit, method.images(params), labels, it, generator)
-        loss = step.loss
+        with autocast(device, ctx.precision):
+            step = method.loss(ctx, unit, method.images(params), labels, it, generator)
+        loss = step.loss.float()  # .float(): no-ops in fp32; under bf16 the sums and DiRe's terms stay float32
         if dire is not None:
             for z, z_labels, bank in step.dire_groups(labels, ctx.bank):
-                loss = loss + dire(z, z_labels, bank)
+                loss = loss + dire(z.float(), z_labels, bank)
         finite &= torch.isfinite(loss.detach())  # read on the CPU each step, on a GPU at checkpoints
         if device.type == "cpu" and not bool(finite):
             raise non_finite("synthesis", f"{where}, iteration {it + 1} of {cfg.iterations}", lr=cfg.lr)
