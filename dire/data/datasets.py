@@ -171,6 +171,9 @@ class ImageDataset(torch.utils.data.Dataset):
     targets: Tensor
     classes: tuple[str, ...]
     names: tuple[str, ...]
+    #: True when a batch is one indexing operation on tensors in memory; False when every image is decoded on
+    #: access (then ``dire.nets.train.loader`` decodes in worker processes by default)
+    in_memory: bool = False
 
     def __init__(
         self, info: DatasetInfo, targets: Tensor, classes: Sequence[str], names: Sequence[str] | None = None
@@ -218,10 +221,11 @@ class ImageDataset(torch.utils.data.Dataset):
             raise ValueError(f"class {c} out of range [0, {self.info.num_classes})")
         return c
 
-    def class_indices(self, c: int) -> Tensor:
-        """Indices (``LongTensor``, ascending) of the images labelled ``c``."""
+    def class_indices(self, c: int, *, limit: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Indices (``LongTensor``) of the images labelled ``c``: all of them ascending, or with ``limit`` the
+        subset :meth:`class_images` draws (same rule, same order), so a caller can decode it a batch at a time."""
         c = self._check_class(c)
-        return torch.nonzero(self.targets == c).flatten()
+        return self._select(torch.nonzero(self.targets == c).flatten(), limit, generator)
 
     def _select(self, idx: Tensor, limit: int | None, generator: torch.Generator | None) -> Tensor:
         if limit is None:
@@ -248,7 +252,7 @@ class ImageDataset(torch.utils.data.Dataset):
         random subset of ``limit`` drawn with ``torch.randperm(..., generator=generator)``
         (in the drawn order). ``limit`` larger than the class gives the whole class.
         """
-        return self._stack(self._select(self.class_indices(c), limit, generator))
+        return self._stack(self.class_indices(c, limit=limit, generator=generator))
 
     def tensors(self) -> tuple[Tensor, Tensor]:
         """All images (normalized, ``[N, C, H, W]``) and labels ``[N]``.
@@ -265,6 +269,7 @@ class TensorImageDataset(ImageDataset):
     """In-memory dataset: ``pixels`` is ``uint8`` (0..255) or float (0..1), ``[N, C, H, W]``."""
 
     pixels: Tensor
+    in_memory = True
 
     def __init__(self, info: DatasetInfo, pixels: Tensor, targets: Tensor, classes: Sequence[str]) -> None:
         super().__init__(info, targets, classes)
@@ -335,6 +340,7 @@ class SubsetImageDataset(ImageDataset):
     def __init__(self, base: ImageDataset, indices: Tensor) -> None:
         self.base, self.indices = base, torch.as_tensor(indices, dtype=torch.long)
         super().__init__(base.info, base.targets[self.indices], base.classes, base.names)
+        self.in_memory = base.in_memory
 
     def _pixels(self, i: int) -> Tensor:
         return self.base._pixels(int(self.indices[i]))

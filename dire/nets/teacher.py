@@ -58,7 +58,7 @@ def get_teacher(
     data_root: str | Path = "data",
     runs_root: str | Path | None = None,
     device: str | torch.device = "cpu",
-    workers: int = 0,
+    workers: int | None = None,
     progress: bool = True,
     download: bool = False,
     holdout: tuple[int, int] | None = None,
@@ -67,6 +67,9 @@ def get_teacher(
 ) -> tuple[Classifier, dict]:
     """Return the trained teacher (eval mode, on ``device``) and its record
     ``{"dir", "config", "test_acc"}``; trains it first if no cached copy exists.
+
+    ``workers``: data-loading processes (None: :func:`dire.nets.train.default_workers`, decoding file datasets in
+    parallel); they change speed only, so they are not part of the teacher's key.
 
     ``holdout = (per_class, seed)`` trains it without that validation split (see :func:`training_split`), so
     settings chosen on the split never saw it; its reported accuracy is still on the test split, and no
@@ -134,7 +137,7 @@ def _train(
     arch: str,
     data_root,
     device,
-    workers: int,
+    workers: int | None,
     progress: bool,
     download: bool,
 ) -> dict:
@@ -149,8 +152,11 @@ def _train(
 
     def batches(epoch: int):
         order = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        for x, y in loader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=order, workers=workers):
-            yield x.to(device), y.to(device)
+        stream = loader(
+            train_set, batch_size=recipe.batch_size, shuffle=True, generator=order, workers=workers, device=device
+        )
+        for x, y in stream:
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     steps = -(-len(train_set) // recipe.batch_size)
     # counted in batches: a teacher epoch on a real training set can take a minute on a CPU
