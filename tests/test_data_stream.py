@@ -79,3 +79,54 @@ def test_pin_memory_is_requested_only_for_cuda(device, pinned):
     ds = load_dataset("digits", split="test")
     assert loader(ds, batch_size=8, shuffle=False, device=device).pin_memory is pinned
     assert loader(ds, batch_size=8, shuffle=False, device=torch.device(device)).pin_memory is pinned
+
+
+# --------------------------------------------------------------------------- banks
+
+
+def stacked_bank(model, dataset, *, per_class: int, seed: int, batch_size: int) -> RealBank:
+    """The bank as it was computed before streaming: stack each class's draw, then embed it in slices."""
+    model.eval()
+    per = {}
+    with torch.no_grad():
+        for c in range(dataset.info.num_classes):
+            g = torch.Generator().manual_seed(seed * 1_000_003 + c)
+            images = dataset.class_images(c, limit=per_class, generator=g)
+            if len(images):
+                per[c] = torch.cat(
+                    [
+                        features_and_logits(model, images[i : i + batch_size])[0]
+                        for i in range(0, len(images), batch_size)
+                    ]
+                )
+    return RealBank.from_dict(per, num_classes=dataset.info.num_classes)
+
+
+def assert_same_bank(a: RealBank, b: RealBank) -> None:
+    assert torch.equal(a.count, b.count) and torch.equal(a.emb, b.emb)
+
+
+@pytest.mark.parametrize("per_class,batch_size", [(100, 64), (1000, 256), (7, 3)])
+def test_streamed_bank_equals_the_stacked_one_on_digits(digits_teacher, per_class, batch_size):
+    teacher, _ = digits_teacher
+    train = load_dataset("digits")
+    streamed = real_embedding_bank(teacher, train, per_class=per_class, seed=2, batch_size=batch_size)
+    assert_same_bank(streamed, stacked_bank(teacher, train, per_class=per_class, seed=2, batch_size=batch_size))
+    if per_class == 1000:  # larger than any class: the whole class
+        assert streamed.count.tolist() == torch.bincount(train.targets).tolist()
+
+
+def test_streamed_bank_equals_the_stacked_one_on_a_jpeg_folder(noise_imagenet):
+    model = tiny_embedder()
+    for per_class in (4, 100):  # a draw, then whole classes; batches of 2 split every class
+        streamed = real_embedding_bank(model, noise_imagenet, per_class=per_class, seed=1, batch_size=2, workers=2)
+        assert_same_bank(streamed, stacked_bank(model, noise_imagenet, per_class=per_class, seed=1, batch_size=2))
+    assert streamed.count.tolist() == [5, 3, 6]
+
+
+def test_uint8_embedding_decodes_per_batch_to_the_same_values(digits_teacher):
+    teacher, _ = digits_teacher
+    info = load_dataset("digits").info
+    pixels = torch.randint(0, 256, (50, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    whole = embed_images(teacher, from_uint8(pixels, info), batch_size=16)
+    assert torch.equal(embed_images(teacher, pixels, batch_size=16, info=info), whole)

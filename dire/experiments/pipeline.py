@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from dire.checks import check_device
-from dire.data import from_uint8
 from dire.evaluation import Students, get_protocol
 from dire.experiments.config import Experiment, teacher_archs
 from dire.metrics import diversity_metrics
@@ -241,7 +240,7 @@ def run_experiment(
             0
         ]
     )
-    fake = embed_images(metric_net, from_uint8(synthetic["images"], info), device=device)
+    fake = embed_images(metric_net, synthetic["images"], info=info, device=device)  # decoded a batch at a time
     real, real_labels = bank_embeddings(metric_bank)
     diversity = diversity_metrics(fake, synthetic["labels"], real, real_labels)
 
