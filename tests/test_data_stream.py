@@ -130,3 +130,81 @@ def test_uint8_embedding_decodes_per_batch_to_the_same_values(digits_teacher):
     pixels = torch.randint(0, 256, (50, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     whole = embed_images(teacher, from_uint8(pixels, info), batch_size=16)
     assert torch.equal(embed_images(teacher, pixels, batch_size=16, info=info), whole)
+
+
+# --------------------------------------------------------------------------- students on synthetic sets
+
+
+class FloatSet:
+    """The synthetic set as the students held it before: decoded to float whole, then indexed."""
+
+    def __init__(self, pixels, info, device="cpu"):
+        self.images = from_uint8(pixels, info).to(device)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, idx):
+        return self.images[idx]
+
+
+def digits_subset(per_class: int = 3) -> dict:
+    train = load_dataset("digits")
+    idx = torch.cat([train.class_indices(c)[:per_class] for c in range(10)])
+    return {"images": to_uint8(train.batch(idx)[0], train.info), "labels": train.targets[idx]}
+
+
+def test_synthetic_pixels_stay_uint8_and_decode_to_the_whole_set_values():
+    set_ = digits_subset()
+    info = load_dataset("digits").info
+    staged = common.SyntheticPixels(set_["images"], info, "cpu", fraction=0.0)  # a CPU holds them whatever the share
+    assert staged.pixels.dtype == torch.uint8 and staged.pixels.data_ptr() == set_["images"].data_ptr()
+    whole = from_uint8(set_["images"], info)
+    for seed in range(3):
+        idx = torch.randperm(len(staged), generator=torch.Generator().manual_seed(seed))[:7]
+        assert torch.equal(staged.batch(idx), whole[idx])
+    with pytest.raises(TypeError, match="uint8"):
+        common.SyntheticPixels(whole, info)
+
+
+def recording(fit, log: list):
+    """``fit`` that also records every batch it is given, epoch by epoch."""
+
+    def wrapped(model, batches, recipe, **kw):
+        def logged(epoch):
+            for x, y in batches(epoch):
+                log.append((x.clone(), y.clone()))
+                yield x, y
+
+        return fit(model, batches=logged, recipe=recipe, **kw)
+
+    return wrapped
+
+
+def test_soft_label_student_sees_the_inputs_and_gets_the_result_of_the_float_set(digits_teacher, monkeypatch):
+    teacher, _ = digits_teacher
+    test = load_dataset("digits", split="test")
+    set_ = digits_subset()
+
+    def run(store):
+        log = []
+        with monkeypatch.context() as m:
+            m.setattr(soft, "SyntheticPixels", store)
+            m.setattr(soft, "fit", recording(soft.fit, log))
+            result = soft.train_student(set_, teacher=teacher, test_set=test, arch="convnet_bn", epochs=3, batch_size=8)
+        return result, log
+
+    (new, new_log), (old, old_log) = run(common.SyntheticPixels), run(FloatSet)
+    assert len(new_log) == 3 * 4 and len(new_log) == len(old_log)
+    for (xn, yn), (xo, yo) in zip(new_log, old_log):
+        assert torch.equal(xn, xo) and torch.equal(yn, yo)
+    assert new == old
+
+
+def test_dc_student_gets_the_result_of_the_float_set(monkeypatch):
+    test = load_dataset("digits", split="test")
+    set_ = digits_subset()
+    protocol = dc.DCProtocol(epochs=3, batch_size=8)
+    new = dc.train_dc(set_, test_set=test, protocol=protocol, arch="convnet_bn")
+    monkeypatch.setattr(dc, "SyntheticPixels", FloatSet)
+    assert dc.train_dc(set_, test_set=test, protocol=protocol, arch="convnet_bn") == new
