@@ -16,7 +16,7 @@ from dire.data import from_uint8, load_dataset, to_uint8
 from dire.data.datasets import validation_split
 from dire.evaluation import common, dc, soft
 from dire.nets.bank import real_embedding_bank
-from dire.nets.models import Classifier, embed_images, features_and_logits
+from dire.nets.models import Classifier, embed_batches, embed_images, features_and_logits
 from dire.nets.train import default_workers, loader
 from dire.regularizer import RealBank
 
@@ -48,6 +48,25 @@ def tiny_embedder(num_classes: int = 3) -> Classifier:
     torch.manual_seed(0)
     body = nn.Sequential(nn.Conv2d(3, 4, 16, stride=16), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(2))
     return Classifier(nn.Sequential(body, nn.Flatten()), 16, num_classes).eval()
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def test_a_batch_is_decoded_into_one_tensor_with_the_values_of_stack_then_normalize(noise_imagenet):
+    idx = torch.tensor([4, 0, 13, 7, 7])
+    listed = noise_imagenet.info.normalize(torch.stack([noise_imagenet._pixels(int(i)) for i in idx]))
+    assert torch.equal(noise_imagenet.batch(idx)[0], listed)
+    assert noise_imagenet.batch([])[0].shape == (0, 3, 224, 224)
+
+
+def test_file_paths_are_kept_as_one_byte_array(noise_imagenet):
+    # no Python object per image, whose reference counts a worker would write (copying the pages of the list)
+    assert isinstance(noise_imagenet._paths, np.ndarray) and noise_imagenet._paths.dtype.kind == "S"
+    pairs = noise_imagenet.samples
+    assert [y for _, y in pairs] == noise_imagenet.targets.tolist()
+    assert all(p.is_file() and p.parent.name == f"n{y:04d}" for p, y in pairs)
+    assert noise_imagenet.path(3) == pairs[3][0]
 
 
 # --------------------------------------------------------------------------- loader
@@ -122,6 +141,14 @@ def test_streamed_bank_equals_the_stacked_one_on_a_jpeg_folder(noise_imagenet):
         streamed = real_embedding_bank(model, noise_imagenet, per_class=per_class, seed=1, batch_size=2, workers=2)
         assert_same_bank(streamed, stacked_bank(model, noise_imagenet, per_class=per_class, seed=1, batch_size=2))
     assert streamed.count.tolist() == [5, 3, 6]
+
+
+def test_embedding_batches_must_hold_the_count_announced():
+    model = tiny_embedder()
+    x = torch.zeros(4, 3, 224, 224)
+    assert embed_batches(model, [x[:3], x[3:]], 4).shape == (4, 16)
+    with pytest.raises(ValueError, match="expected 5 images"):
+        embed_batches(model, [x], 5)
 
 
 def test_uint8_embedding_decodes_per_batch_to_the_same_values(digits_teacher):

@@ -14,7 +14,7 @@ import torch.nn as nn
 from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` streams it (a widget would not)
 
 from dire.data import ImageDataset
-from dire.nets.models import embed_stream
+from dire.nets.models import embed_batches
 from dire.nets.train import batch_loader
 from dire.regularizer import RealBank
 from dire.runs import atomic_save, load
@@ -44,15 +44,11 @@ def embed_samples(
     batch at a time through one loader (``workers`` as in :func:`dire.nets.train.batch_loader`): host memory holds
     a few batches of images, not a class. Batches never span two classes and split each class at multiples of
     ``batch_size``, as :func:`dire.nets.models.embed_images` on the stacked class does, so the values are the same."""
-    chunks = [(c, idx[i : i + batch_size]) for c, idx in enumerate(samples) for i in range(0, len(idx), batch_size)]
-    images = (x for x, _ in batch_loader(dataset, [idx for _, idx in chunks], workers=workers, device=device))
-    stream = embed_stream(model, images, device=device)
-    per: dict[int, list[torch.Tensor]] = {}
-    for (c, _), z in zip(
-        chunks, tqdm(stream, total=len(chunks), desc="real embeddings", unit="batch", disable=not progress)
-    ):
-        per.setdefault(c, []).append(z)
-    return {c: torch.cat(zs) for c, zs in per.items()}
+    chunks = [idx[i : i + batch_size] for idx in samples for i in range(0, len(idx), batch_size)]
+    images = (x for x, _ in batch_loader(dataset, chunks, workers=workers, device=device))
+    bar = tqdm(images, total=len(chunks), desc="real embeddings", unit="batch", disable=not progress)
+    z = embed_batches(model, bar, sum(len(idx) for idx in samples), device=device)
+    return {c: part for c, part in enumerate(z.split([len(idx) for idx in samples])) if len(part)}
 
 
 def real_embedding_bank(
