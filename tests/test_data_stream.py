@@ -19,6 +19,7 @@ from dire.nets.bank import real_embedding_bank
 from dire.nets.models import Classifier, embed_batches, embed_images, features_and_logits
 from dire.nets.train import default_workers, loader
 from dire.regularizer import RealBank
+from dire.synthesis.delt import median_confidence_class, median_confidence_images
 
 
 def write_noise_imagenet(root: Path, *, per_class: tuple[int, ...] = (5, 3, 6), seed: int = 0) -> None:
@@ -157,6 +158,20 @@ def test_uint8_embedding_decodes_per_batch_to_the_same_values(digits_teacher):
     pixels = torch.randint(0, 256, (50, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     whole = embed_images(teacher, from_uint8(pixels, info), batch_size=16)
     assert torch.equal(embed_images(teacher, pixels, batch_size=16, info=info), whole)
+
+
+def test_delt_scores_a_class_in_batches_and_picks_what_the_stacked_class_gave(digits_teacher, noise_imagenet):
+    teacher, _ = digits_teacher
+    train = load_dataset("digits")
+    for c, k in ((3, 4), (7, 1)):
+        want = median_confidence_images(teacher, train.class_images(c), c, k, batch_size=64)
+        assert torch.equal(median_confidence_class(teacher, train, c, k, batch_size=64), want)
+    model = tiny_embedder()
+    for c in range(3):  # batches of 2 split every class; two workers decode them
+        want = median_confidence_images(model, noise_imagenet.class_images(c), c, 3, batch_size=2)
+        assert torch.equal(median_confidence_class(model, noise_imagenet, c, 3, batch_size=2, workers=2), want)
+    with pytest.raises(ValueError, match="fewer than ipc=4"):
+        median_confidence_class(model, noise_imagenet, 1, 4)
 
 
 # --------------------------------------------------------------------------- students on synthetic sets
