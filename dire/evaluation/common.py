@@ -1,4 +1,5 @@
-"""What both student protocols share: the synthetic set's shape check and the cached per-seed loop."""
+"""What both student protocols share: the synthetic set's shape check, its pixels staged for training, and the
+cached per-seed loop."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from dire.data import DatasetInfo
+from dire.data import DatasetInfo, from_uint8
 from dire.runs import claim, lock, read_json, run_dir, write_json
 
 
@@ -23,6 +24,51 @@ def check_synthetic(synthetic: dict, info: DatasetInfo) -> tuple[torch.Tensor, t
             f"got {tuple(images.shape)}"
         )
     return images, labels
+
+
+#: the share of the device's free memory a synthetic set's uint8 pixels may take to stay there; a larger set
+#: stays on the host and each batch is copied over (ImageNet-1K at IPC 50 is 7.5 GB of uint8, 30 GB as float)
+DEVICE_SET_FRACTION = 0.25
+
+
+class SyntheticPixels:
+    """A synthetic set's stored uint8 pixels, decoded to normalized float one batch at a time on ``device``.
+
+    The pixels go to ``device`` whole when they take at most ``fraction`` of its free memory (always on a CPU);
+    otherwise they stay on the host and each gathered batch is pinned and copied without blocking. Decoding is
+    elementwise, so a batch holds the very values indexing the whole set decoded at once would give."""
+
+    def __init__(
+        self,
+        pixels: torch.Tensor,
+        info: DatasetInfo,
+        device: str | torch.device = "cpu",
+        *,
+        fraction: float = DEVICE_SET_FRACTION,
+    ):
+        if pixels.dtype != torch.uint8:
+            raise TypeError(f"synthetic images must be stored uint8 pixels (dire.data.to_uint8); got {pixels.dtype}")
+        self.info, self.device = info, torch.device(device)
+        self.pixels = pixels.to(self.device) if fits_on(self.device, pixels, fraction) else pixels.cpu()
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """Normalized float images at ``idx`` (any device), on the target device."""
+        x = self.pixels[idx.to(self.pixels.device)]
+        if x.device != self.device:
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        return from_uint8(x, self.info)
+
+
+def fits_on(device: torch.device, tensor: torch.Tensor, fraction: float) -> bool:
+    """Whether ``tensor`` may live on ``device``: a CPU always; a CUDA device if it takes at most ``fraction`` of
+    the memory free there now."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return tensor.numel() * tensor.element_size() <= fraction * free
 
 
 def summarize(values: Iterable[float]) -> dict:

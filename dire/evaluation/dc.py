@@ -29,7 +29,7 @@ from dire.checks import check_numbers, non_finite
 from dire.data import ImageDataset, from_uint8
 from dire.data.dsa import DSA, STRATEGY
 from dire.data.zca import ZCA
-from dire.evaluation.common import check_synthetic, per_seed, synthetic_digest
+from dire.evaluation.common import SyntheticPixels, check_synthetic, per_seed, synthetic_digest
 from dire.nets.models import build_model
 from dire.nets.speed import autocast, precision_key, prepare_model, to_device
 from dire.nets.train import EpochCheckpoint, accuracy
@@ -115,13 +115,16 @@ def train_dc(
         torch.manual_seed(seed)
         net = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
     net = prepare_model(net, device).train()
-    x_all = to_device(from_uint8(images, info), device)
+    # uint8 kept and decoded per batch (float is 4x the bytes); a ZCA set is whitened once, as float, since
+    # whitening is a matrix product whose rounding could depend on how many rows it gets (MTT's sets are small)
+    x_all = SyntheticPixels(images, info, device)
     y_all = to_device(labels, device)
     tested: nn.Module = net
     if zca is not None:
         zca = zca.to(device)
         with torch.no_grad():
-            x_all = zca(x_all)
+            whitened = zca(from_uint8(images, info).to(device))
+        x_all = _Whitened(whitened)
         tested = nn.Sequential(_Float32(zca), net)  # test images whitened as the training set was: in float32
     augment = DSA(protocol.dsa_strategy) if protocol.dsa else None
     generator = torch.Generator().manual_seed(seed)
@@ -136,7 +139,7 @@ def train_dc(
         order = torch.randperm(len(x_all), generator=generator).to(device)
         for i in range(0, len(order), protocol.batch_size):
             idx = order[i : i + protocol.batch_size]
-            x = x_all[idx]
+            x = x_all.batch(idx)
             if augment is not None:
                 x = augment(x, generator=generator)
             with autocast(device, precision):
@@ -152,6 +155,19 @@ def train_dc(
             history.append({"epoch": epoch + 1, "acc": accuracy(tested, test_set, device=device, precision=precision)})
         saver(epoch, optimizer, history)
     return {"final": history[-1]["acc"], "best": max(h["acc"] for h in history), "history": history, "lr": lr}
+
+
+class _Whitened:
+    """A whitened synthetic set (float, on the device) with :class:`SyntheticPixels`'s ``batch``."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.images[idx]
 
 
 def evaluate_dc(

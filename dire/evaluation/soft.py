@@ -18,8 +18,8 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` streams it (a widget would not)
 
-from dire.data import ImageDataset, from_uint8
-from dire.evaluation.common import check_synthetic, per_seed, synthetic_digest
+from dire.data import ImageDataset
+from dire.evaluation.common import SyntheticPixels, check_synthetic, per_seed, synthetic_digest
 from dire.nets.models import build_model
 from dire.nets.speed import precision_key, prepare_model, to_device
 from dire.nets.train import (
@@ -59,14 +59,15 @@ def train_student(
     student = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
     student = prepare_model(student, device)
     teacher = prepare_model(teacher, device).eval()
-    x_all = to_device(from_uint8(images, info), device)
+    x_all = SyntheticPixels(images, info, device)  # uint8 kept, decoded per batch: float would be 4x the bytes
+    y_all = to_device(labels, device)
     generator = torch.Generator().manual_seed(seed)
 
     def batches(epoch: int):
         order = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         for i in range(0, len(order), recipe.batch_size):
             idx = order[i : i + recipe.batch_size].to(device)
-            yield x_all[idx], labels.to(device)[idx]
+            yield x_all.batch(idx), y_all[idx]
 
     def loss_fn(logits: torch.Tensor, x_aug: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

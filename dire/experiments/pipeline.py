@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from dire.checks import check_device
-from dire.data import from_uint8
 from dire.evaluation import Students, get_protocol
 from dire.experiments.config import Experiment, teacher_archs
 from dire.metrics import diversity_metrics
@@ -273,8 +272,9 @@ def run_experiment(
             precision=precision,
         )[0]
     )
-    # the synthetic images embedded as the real bank was, so both sides of the metrics share one rounding
-    fake = embed_images(metric_net, from_uint8(synthetic["images"], info), device=device, precision=precision)
+    # the synthetic images embedded as the real bank was (decoded a batch at a time), so both sides of the metrics
+    # share one rounding
+    fake = embed_images(metric_net, synthetic["images"], info=info, device=device, precision=precision)
     real, real_labels = bank_embeddings(metric_bank)
     diversity = diversity_metrics(fake, synthetic["labels"], real, real_labels)
 

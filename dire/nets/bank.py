@@ -14,10 +14,43 @@ import torch.nn as nn
 from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` streams it (a widget would not)
 
 from dire.data import ImageDataset
-from dire.nets.models import embed_images
+from dire.nets.models import embed_batches
 from dire.nets.speed import precision_key
+from dire.nets.train import batch_loader
 from dire.regularizer import RealBank
 from dire.runs import atomic_save, load
+
+
+def class_samples(dataset: ImageDataset, per_class: int, *, seed: int = 0) -> list[torch.Tensor]:
+    """For every class, the indices of up to ``per_class`` of its images, drawn with the class's own generator
+    (seeded ``seed * 1_000_003 + c``): the images ``dataset.class_images(c, limit=per_class, generator=...)``
+    stacks, without decoding them."""
+    return [
+        dataset.class_indices(c, limit=per_class, generator=torch.Generator().manual_seed(seed * 1_000_003 + c))
+        for c in range(dataset.info.num_classes)
+    ]
+
+
+def embed_samples(
+    model: nn.Module,
+    dataset: ImageDataset,
+    samples: list[torch.Tensor],
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+    workers: int | None = None,
+    progress: bool = False,
+    precision: str = "fp32",
+) -> dict[int, torch.Tensor]:
+    """Embeddings of ``samples[c]`` (indices of class ``c``) for each class that has any, decoded and embedded a
+    batch at a time through one loader (``workers`` as in :func:`dire.nets.train.batch_loader`): host memory holds
+    a few batches of images, not a class. Batches never span two classes and split each class at multiples of
+    ``batch_size``, as :func:`dire.nets.models.embed_images` on the stacked class does, so the values are the same."""
+    chunks = [idx[i : i + batch_size] for idx in samples for i in range(0, len(idx), batch_size)]
+    images = (x for x, _ in batch_loader(dataset, chunks, workers=workers, device=device))
+    bar = tqdm(images, total=len(chunks), desc="real embeddings", unit="batch", disable=not progress)
+    z = embed_batches(model, bar, sum(len(idx) for idx in samples), device=device, precision=precision)
+    return {c: part for c, part in enumerate(z.split([len(idx) for idx in samples])) if len(part)}
 
 
 def real_embedding_bank(
@@ -28,24 +61,30 @@ def real_embedding_bank(
     seed: int = 0,
     device: str | torch.device = "cpu",
     batch_size: int = 256,
+    workers: int | None = None,
     cache: str | Path | None = None,
     progress: bool = False,
     precision: str = "fp32",
 ) -> RealBank:
-    """Embed up to ``per_class`` random real images of every class (seeded), cached at ``cache`` if given;
+    """Embed up to ``per_class`` random real images of every class (seeded, :func:`class_samples`), cached at
+    ``cache`` if given. Images are decoded a batch at a time (:func:`embed_samples`), ``workers`` processes at once;
     ``precision``: the forward pass's (:func:`dire.nets.speed.autocast`), embeddings are float32 either way."""
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1; got {per_class}")
     if cache is not None and Path(cache).exists():
         saved = load(cache)
         return RealBank.from_padded(saved["emb"], saved["count"])
-    per = {}
-    classes = range(dataset.info.num_classes)
-    for c in tqdm(classes, desc="real embeddings", unit="class", disable=not progress):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + c)
-        images = dataset.class_images(c, limit=per_class, generator=g)
-        if len(images):
-            per[c] = embed_images(teacher, images, batch_size=batch_size, device=device, precision=precision)
+    samples = class_samples(dataset, per_class, seed=seed)
+    per = embed_samples(
+        teacher,
+        dataset,
+        samples,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+        precision=precision,
+    )
     bank = RealBank.from_dict(per, num_classes=dataset.info.num_classes)
     if cache is not None:
         atomic_save({"emb": bank.emb, "count": bank.count}, cache)

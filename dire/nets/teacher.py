@@ -68,7 +68,7 @@ def get_teacher(
     data_root: str | Path = "data",
     runs_root: str | Path | None = None,
     device: str | torch.device = "cpu",
-    workers: int = 0,
+    workers: int | None = None,
     progress: bool = True,
     download: bool = False,
     holdout: tuple[int, int] | None = None,
@@ -78,6 +78,9 @@ def get_teacher(
 ) -> tuple[Classifier, dict]:
     """Return the trained teacher (eval mode, on ``device``) and its record
     ``{"dir", "config", "test_acc"}``; trains it first if no cached copy exists.
+
+    ``workers``: data-loading processes (None: :func:`dire.nets.train.default_workers`, decoding file datasets in
+    parallel); they change speed only, so they are not part of the teacher's key.
 
     ``holdout = (per_class, seed)`` trains it without that validation split (see :func:`training_split`), so
     settings chosen on the split never saw it; its reported accuracy is still on the test split, and no
@@ -149,7 +152,7 @@ def _train(
     arch: str,
     data_root,
     device,
-    workers: int,
+    workers: int | None,
     progress: bool,
     download: bool,
     precision: str = "fp32",
@@ -172,7 +175,10 @@ def _train(
         if held is not None:
             yield from held.batches(batch_size=recipe.batch_size, generator=order)
             return
-        for x, y in loader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=order, workers=workers):
+        stream = loader(
+            train_set, batch_size=recipe.batch_size, shuffle=True, generator=order, workers=workers, device=device
+        )
+        for x, y in stream:
             yield to_device(x, device), to_device(y, device)
 
     steps = -(-len(train_set) // recipe.batch_size)

@@ -10,8 +10,9 @@ the device.
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -206,17 +207,55 @@ class _Batches(Dataset):
         return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 
 
-def loader(
-    dataset: Dataset, *, batch_size: int, shuffle: bool, generator: torch.Generator | None = None, workers: int = 0
+#: most DataLoader worker processes a file-backed dataset gets by default (one per available core below that)
+DEFAULT_WORKERS = 8
+
+
+def default_workers(dataset: Dataset) -> int:
+    """Worker processes for ``dataset``'s loader: 0 for in-memory data (a batch is one indexing operation, which a
+    worker would only slow down by pickling it back), ``min(DEFAULT_WORKERS, available cores)`` for a dataset whose
+    ``in_memory`` is False (each image a JPEG to decode, the bottleneck at ImageNet scale)."""
+    if getattr(dataset, "in_memory", True):
+        return 0
+    return min(DEFAULT_WORKERS, len(os.sched_getaffinity(0)))
+
+
+def batch_loader(
+    dataset: Dataset,
+    batches: Iterable[Sequence[int]],
+    *,
+    workers: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> DataLoader:
-    """Batches ``(images [B, C, H, W], labels [B])``; shuffled with ``generator`` when ``shuffle``."""
-    order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    """``(images [B, C, H, W], labels [B])`` for each index batch of ``batches``, in that order.
+
+    ``workers``: decoding processes (None: :func:`default_workers`); they change only speed, never the batches
+    (the index order is fixed here, workers fill it in order). On a CUDA ``device`` batches come in pinned
+    memory, so ``.to(device, non_blocking=True)`` copies overlap the next batch's work; at most
+    ``2 * workers`` batches are in flight, which bounds host memory whatever the dataset's size."""
+    workers = default_workers(dataset) if workers is None else workers
     return DataLoader(
         _Batches(dataset),
-        sampler=BatchSampler(order, batch_size, drop_last=False),
+        sampler=batches,
         batch_size=None,
         num_workers=workers,
+        pin_memory=torch.device(device).type == "cuda",
     )
+
+
+def loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    workers: int | None = None,
+    device: torch.device | str = "cpu",
+) -> DataLoader:
+    """Batches ``(images [B, C, H, W], labels [B])``; shuffled with ``generator`` when ``shuffle``. ``workers`` and
+    ``device`` as in :func:`batch_loader`."""
+    order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    return batch_loader(dataset, BatchSampler(order, batch_size, drop_last=False), workers=workers, device=device)
 
 
 @torch.no_grad()
@@ -226,14 +265,15 @@ def accuracy(
     *,
     device: torch.device | str = "cpu",
     batch_size: int = 512,
-    workers: int = 0,
+    workers: int | None = None,
     precision: str = "fp32",
 ) -> float:
-    """Top-1 accuracy (%) in eval mode over the whole dataset; ``precision`` as in :func:`dire.nets.speed.autocast`."""
+    """Top-1 accuracy (%) in eval mode over the whole dataset (``workers`` as in :func:`batch_loader`;
+    ``precision`` as in :func:`dire.nets.speed.autocast`)."""
     was_training = model.training
     model.eval()
     correct = total = 0
-    for x, y in loader(dataset, batch_size=batch_size, shuffle=False, workers=workers):
+    for x, y in loader(dataset, batch_size=batch_size, shuffle=False, workers=workers, device=device):
         with autocast(device, precision):
             pred = model(to_device(x, device)).argmax(1).cpu()
         correct += int((pred == y).sum())

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from dire.data import ImageDataset, from_uint8, to_uint8
+from dire.data import ImageDataset, to_uint8
 from dire.regularizer import RealBank, batched_terms
 from dire.runs import load
 
@@ -211,7 +211,7 @@ def load_experiment(
         teacher_dir=Path(trec["dir"]).name,
         images=synthetic["images"],
         labels=synthetic["labels"],
-        embeddings=embed_images(teacher, from_uint8(synthetic["images"], info), device=device),
+        embeddings=embed_images(teacher, synthetic["images"], info=info, device=device),
         real_images=to_uint8(real_x, info),
         real_labels=torch.cat(real_labels),
         real_embeddings=embed_images(teacher, real_x, device=device),
