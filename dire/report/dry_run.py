@@ -8,7 +8,7 @@ What the dry run changes, and nothing else (:func:`dry_run_params`):
 - budgets: the caps in :data:`CUTS` (steps, epochs, IPC 10, one seed, one 3-epoch MTT expert, ...), applied to
   every value of those names, nested ones included (``method_overrides``, ``dataset_overrides``);
 - ``condense_classes = 2`` and ``teacher_overrides = {"epochs": 1}``: two classes condensed per set, teachers
-  trained one epoch on the stand-ins;
+  trained one epoch on the stand-ins; MTT's learnable lr frozen (``lr_lr = 0``: stand-in experts barely move);
 - a torchvision weights name becomes a stand-in file of that network in torchvision's layout (random weights),
   loaded through the same local-file path;
 - data, runs, figures and selections go under ``build/<profile>-dry-run/``, never ``figures/`` or ``runs/``:
@@ -120,6 +120,9 @@ def dry_run_params(params: Mapping, known: set[str], root: Path) -> dict:
         mtt = dict(out.get("method_overrides", {}).get("mtt", {}))
         mtt["experts"] = {**mtt.get("experts", {}), "num_experts": 1, "epochs": EXPERT_EPOCHS}
         mtt["max_start_epoch"] = CUTS["max_start_epoch"]
+        # stand-in experts barely move, so the trajectory-normalised loss sends a learnable lr anywhere (seen:
+        # -2e10 after two steps); the dry run keeps syn_lr at its start
+        mtt["lr_lr"] = 0.0
         out["method_overrides"] = {**out.get("method_overrides", {}), "mtt": mtt}
     return out
 
