@@ -11,8 +11,8 @@ What the dry run changes, and nothing else (:func:`dry_run_params`):
   trained one epoch on the stand-ins; MTT's learnable lr frozen (``lr_lr = 0``: stand-in experts barely move);
 - a torchvision weights name becomes a stand-in file of that network in torchvision's layout (random weights),
   loaded through the same local-file path;
-- data, runs, figures and selections go under ``build/<profile>-dry-run/``, never ``figures/`` or ``runs/``:
-  its tables are not results.
+- data, runs, tables and selections go under ``build/<profile>-dry-run/`` (tables and figures in its
+  ``output/``), never ``figures/`` or ``runs/``: its tables are not results.
 
 IPCs are capped at 10, so a table's IPC 10 and IPC 50 rows become one experiment; every (dataset, method,
 variant, student) row still runs.
@@ -46,6 +46,7 @@ CUTS: dict[str, int] = {
     "syn_steps": 2,  # MTT's unrolled student steps
 }
 CONDENSE_CLASSES = 2
+OUTPUT = "output"  # the notebooks' tables and figures, under build/<profile>-dry-run/ (its figures/ is the page's copy)
 TEACHER_EPOCHS = 1
 EXPERT_EPOCHS = 3  # MTT: max_start_epoch 1 - 1 + expert_epochs (2 or 3 in MTT_SETTINGS)
 # stand-in sizes: every class one image (two on CIFAR, for a validation split), the condensed ones ten
@@ -113,7 +114,7 @@ def dry_run_params(params: Mapping, known: set[str], root: Path) -> dict:
         "teacher_overrides": {**params.get("teacher_overrides", {}), "epochs": TEACHER_EPOCHS},
         "data_root": (root / "data").as_posix(),
         "runs_root": (root / "runs").as_posix(),
-        "figures_root": (root / "figures").as_posix(),
+        "figures_root": (root / OUTPUT).as_posix(),
         "download": False,
         "selection_out": (root / "selected.json").as_posix(),
     }

@@ -264,10 +264,12 @@ def reproduce(
         if not quiet or not run.ok:
             log(f"[{i}/{len(names)}] {name}: {'ok' if run.ok else 'FAILED at ' + run.error} ({run.seconds:.1f} s)")
         runs.append(run)
+    from dire.report.dry_run import OUTPUT
+
     index = write_index(
         runs,
         profile=profile,
-        figures=build / "figures" if dry_run else notebooks.parent / "figures",
+        figures=build / OUTPUT if dry_run else notebooks.parent / "figures",
         path=build / "index.html",
         device=device,
         notebooks=list_notebooks(notebooks),
