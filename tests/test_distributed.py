@@ -160,3 +160,29 @@ def test_rank_killed_after_its_first_unit_then_rerun_leaves_the_same_bytes(one_p
     killed, rerun = work(tmp_path, "killed")["unit"], work(tmp_path, "rerun")["unit"]
     assert killed.count("1") == 1 and rerun.count("1") == 1  # rank 1's second unit is left for the rerun
     assert len(killed) + len(rerun) <= 5  # finished units are not redone; rank 0's unit in progress resumes
+
+
+def test_condense_under_torchrun_prints_once(tmp_path):
+    """``torchrun -m dire condense``: both ranks run, rank 0 alone prints the result and writes ``--json``."""
+    env = {k: v for k, v in os.environ.items() if k not in TORCH_ENV}
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dire"]
+    argv += ["condense", "--ipc", "2", "--ipc-per-unit", "1", "--iterations", "3", "--student-epochs", "2"]
+    argv += ["--bank-per-class", "20", "--student-seeds", "0,1", "--quiet", "--runs-root", str(tmp_path / "runs")]
+    argv += ["--json", str(tmp_path / "result.json")]
+    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("student accuracy") == 1 and "(2 seeds)" in done.stdout
+    assert json.loads((tmp_path / "result.json").read_text())["accuracy"]["final"]["n"] == 2
+    assert len(list((tmp_path / "runs").glob("synthetic/*/unit_*.pt"))) == 2
+
+
+def test_compare_refuses_jobs_under_torchrun(monkeypatch, capsys):
+    from dire.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--jobs", "2"])
+    assert exit_info.value.code == 2 and "under torchrun" in capsys.readouterr().err
+    assert not torch.distributed.is_initialized()
