@@ -42,6 +42,8 @@ CUTS: dict[str, int] = {
     "holdout_per_class": 1,
     "max_start_epoch": 1,
     "num_experts": 1,
+    "steps": 2,  # DWA's ascent steps per unit
+    "syn_steps": 2,  # MTT's unrolled student steps
 }
 CONDENSE_CLASSES = 2
 TEACHER_EPOCHS = 1
