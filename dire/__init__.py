@@ -4,6 +4,7 @@ The folders follow the data flow; a stage imports only the stages above it
 (``tests/test_layout.py`` checks this and that there is no import cycle)::
 
     runs.py         run folders named by config hashes, atomic writes, config fields with help
+    distributed.py  under torchrun: rank, world size, each rank's static share of a list, barrier
     regularizer.py  the paper's DiRe terms (CD, CDM, EDM; log-det) on embeddings      ┐ public
     metrics.py      Vendi score, Coverage (prdc), intra-class cosine                   ┘ face
        │
@@ -32,7 +33,8 @@ down its chain directly, e.g. synthesis imports data)::
                                      └──► metrics               │
                                                synthesis, nets ─┴──► regularizer
 
-    runs.py is imported by nets, synthesis, evaluation, experiments, report and cli.
+    runs.py is imported by nets, synthesis, evaluation, experiments, report and cli; distributed.py by
+    synthesis, evaluation, experiments and cli.
 """
 
 __version__ = "0.1.0"

@@ -17,6 +17,7 @@ import ast
 import inspect
 import sys
 
+import dire.distributed as distributed
 from dire.checks import NonFiniteLoss, check_device, set_deterministic
 from dire.data import DATASETS
 from dire.evaluation import PROTOCOLS
@@ -376,7 +377,8 @@ def lab(*, browser: bool = True, port: int | None = None, token: str | None = No
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    main_rank = distributed.is_main()  # under torchrun only rank 0 logs, prints and writes tables and records
+    log = (lambda msg: print(msg, file=sys.stderr)) if main_rank else (lambda _m: None)  # noqa: E731
     try:
         if getattr(args, "device", None) is not None:
             check_device(args.device)  # a wrong or absent device fails before any work
@@ -429,9 +431,10 @@ def main(argv: list[str] | None = None) -> int:
             from dire.runs import write_json
 
             result = run_experiment(exp, log=log, **where)
-            print(format_result(result))
-            if args.json:
-                write_json(args.json, result)
+            if main_rank:
+                print(format_result(result))
+                if args.json:
+                    write_json(args.json, result)
         elif args.command == "sweep":
             from dire.experiments.sweep import DEFAULT_GRID, select, sweep, write_selection
             from dire.report.tables import rows_to_csv, sweep_markdown
@@ -449,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
                 log=log,
                 **where,
             )
+            if not main_rank:  # every rank ran the sweep's experiments; rank 0 writes what they chose
+                return 0
             chosen = select(rows)
             write_selection(
                 args.out,
@@ -471,7 +476,11 @@ def main(argv: list[str] | None = None) -> int:
             from dire.experiments.drivers import compare
             from dire.report.tables import to_markdown, write_table
 
+            if args.jobs > 1 and distributed.active():
+                raise ValueError("--jobs starts worker processes; under torchrun the ranks share the work: drop --jobs")
             rows = compare(exp, seeds=_seeds(args.seeds, "--seeds"), log=log, jobs=args.jobs, **where)
+            if not main_rank:
+                return 0
             csv_path, md_path = write_table(rows, args.out)
             print(to_markdown(rows))
             print(
@@ -480,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     except (ValueError, FileNotFoundError, NonFiniteLoss) as err:  # bad input and bad files: one line, no traceback
         parser.exit(2, f"dire: error: {err}\n")
+    finally:
+        distributed.finish()  # leave torchrun's process group (nothing outside torchrun)
     return 0
 
 

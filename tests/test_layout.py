@@ -17,6 +17,7 @@ NOTEBOOKS = PACKAGE.parent / "notebooks"
 STAGES = [
     "checks",
     "runs",
+    "distributed",
     "regularizer",
     "metrics",
     "data",

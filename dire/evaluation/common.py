@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+import dire.distributed as distributed
 from dire.data import DatasetInfo, from_uint8
 from dire.runs import claim, lock, read_json, run_dir, write_json
 
@@ -126,7 +127,9 @@ def per_seed(
     With ``config`` each seed's result is cached in ``run_dir(stage, {**config, "seed": seed})`` (a rerun
     resumes; ``checkpoint`` is a file there for the student's epoch checkpoints), processes sharing the seeds
     split them (one lock per seed), and the result records ``digest`` (:func:`synthetic_digest`): a cached
-    result whose set had other pixels is trained again."""
+    result whose set had other pixels is trained again. Under torchrun each rank trains its static share of the
+    seeds (:func:`dire.distributed.my_share`: one seed per rank when there are as many ranks as seeds) and,
+    after a barrier, every rank reads all the results; uncached (no ``config``), every rank trains them all."""
     check_seeds(seeds)
     if config is None:
         runs = [{"seed": seed, **train(seed, None)} for seed in seeds]
@@ -137,12 +140,13 @@ def per_seed(
             path = folders[seed] / "result.json"
             return path.exists() and read_json(path).get("synthetic_digest", digest) == digest
 
-        for seed in claim(seeds, lambda s: lock(folders[s]), done):
+        for seed in claim(distributed.my_share(seeds), lambda s: lock(folders[s]), done):
             result = {"seed": seed, **train(seed, folders[seed] / "checkpoint.pt")}
             if digest is not None:
                 result["synthetic_digest"] = digest
             write_json(folders[seed] / "result.json", result)
             (folders[seed] / "checkpoint.pt").unlink(missing_ok=True)
+        distributed.barrier()  # every rank's seeds are written
         for seed in seeds:  # a kill between writing a result and dropping its checkpoint leaves the checkpoint
             (folders[seed] / "checkpoint.pt").unlink(missing_ok=True)
         runs = [read_json(folders[seed] / "result.json") for seed in seeds]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+import dire.distributed as distributed
 from dire.checks import check_device
 from dire.evaluation import Students, get_protocol
 from dire.experiments.config import Experiment, teacher_archs
@@ -96,9 +97,16 @@ def run_experiment(
     """Run (or resume) ``exp`` and return ``{"config", "teacher_acc", "accuracy", "diversity", "timing", "dirs"}``.
 
     ``accuracy`` is on the test split, or on the validation split when ``exp.validation_per_class > 0``
-    (``eval_split`` says which). ``log`` gets the teachers' accuracy and, at the end, :func:`result_line`."""
+    (``eval_split`` says which). ``log`` gets the teachers' accuracy and, at the end, :func:`result_line`.
+
+    Under torchrun (:mod:`dire.distributed`) every rank calls this with the same ``exp``: the ranks split the
+    synthesis units and the student seeds, wait on the folder locks for the teacher and bank one of them
+    computes, and all return the same result; only rank 0 logs, shows progress and writes ``result.json``, and
+    ``device="cuda"`` means each rank's own GPU."""
     start = time.perf_counter()
-    device = check_device(device)
+    device = distributed.setup(check_device(device))
+    if not distributed.is_main():
+        progress, log = False, lambda _m: None
     # "auto" resolved once for this device; a stage in bf16 says so in its key, fp32 leaves keys as they were
     precision = resolve_precision(exp.precision, device)
     syn_precision = resolve_precision(exp.synthesis_precision, device)
@@ -293,7 +301,8 @@ def run_experiment(
         "dirs": {"teacher": trec["dir"], "synthetic": str(syn_dir)},
     }
     exp_dir = run_dir("experiment", {"synthetic": syn_dir.name, "config": exp.config()}, root=runs_root)
-    write_json(exp_dir / "result.json", result)
+    if distributed.is_main():
+        write_json(exp_dir / "result.json", result)
     log(result_line(result, time.perf_counter() - start))
     return result
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` streams it (a widget would not)
 
+import dire.distributed as distributed
 from dire.checks import check_numbers, non_finite
 from dire.data import DatasetInfo, ImageDataset, to_uint8
 from dire.nets.speed import autocast
@@ -469,10 +470,12 @@ def synthesize(
     ``seconds`` (summed optimisation time of the units), and any :meth:`Method.extras` by name.
 
     Processes given the same ``out_dir`` split the units (each unit's lock, :func:`dire.runs.claim`); a unit in
-    progress checkpoints to ``<unit>.ckpt.pt`` (see :func:`run_unit`), so a killed run resumes mid-unit."""
+    progress checkpoints to ``<unit>.ckpt.pt`` (see :func:`run_unit`), so a killed run resumes mid-unit. Under
+    torchrun each rank takes its static share of the units (:func:`dire.distributed.my_share`), and after a
+    barrier rank 0 assembles the set the others then load: the same file one process makes."""
     out_dir = Path(out_dir)
     final = out_dir / "synthetic.pt"
-    if final.exists():
+    if distributed.all_true(final.exists()):  # every rank takes the same branch, so each meets the barriers
         return load(final)
     dire_module = (dire or DiReConfig()).module()
     if dire_module is not None and not method.own_bank and ctx.bank_of(0) is None:
@@ -481,11 +484,12 @@ def synthesize(
         teacher.eval().requires_grad_(False)
     method.setup(ctx)
     units = method.units(ctx)
+    mine = distributed.my_share(units)  # all of them outside torchrun
 
     def done(unit: Unit) -> bool:
         return (out_dir / f"{unit.name}.pt").exists()
 
-    todo = sum(not done(u) for u in units)
+    todo = sum(not done(u) for u in mine)
     # counted in steps, not units: one unit can take minutes (quick profile: all classes in one unit)
     bar = tqdm(
         total=todo * ctx.config.iterations,
@@ -493,13 +497,22 @@ def synthesize(
         unit="step",
         disable=not progress,
     )
-    for unit in claim(units, lambda u: lock(out_dir, u.name), done):
+    for unit in claim(mine, lambda u: lock(out_dir, u.name), done):
         ckpt = out_dir / f"{unit.name}.ckpt.pt"
         result = run_unit(method, ctx, unit, dire_module, checkpoint=ckpt, on_step=bar.update)
         atomic_save(result, out_dir / f"{unit.name}.pt")
         ckpt.unlink(missing_ok=True)
         method.end_unit(ctx, unit)
     bar.close()
+    distributed.barrier()  # every rank's units are saved
+    synthetic = _assemble(units, out_dir) if distributed.is_main() else None
+    distributed.barrier()  # rank 0 assembled the set the others now read
+    return synthetic if synthetic is not None else load(final)
+
+
+def _assemble(units: list[Unit], out_dir: Path) -> dict[str, torch.Tensor]:
+    """``synthetic.pt`` from the saved units, made once whichever processes reach here (the folder's lock)."""
+    final = out_dir / "synthetic.pt"
     with lock(out_dir, "synthetic"):
         if final.exists():  # assembled by another process meanwhile
             return load(final)
