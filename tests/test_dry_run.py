@@ -58,7 +58,7 @@ def test_dry_run_params_move_every_output_under_the_dry_run_folder(tmp_path):
     known = {"iterations", "data_root", "runs_root", "figures_root", "condense_classes", "teacher_overrides"}
     out = dry_run_params({"iterations": 500, "teacher_overrides": {"lr": 0.3}}, known, tmp_path)
     assert out["iterations"] == 2 and out["condense_classes"] == 2
-    assert out["teacher_overrides"] == {"lr": 0.3, "epochs": 1}
+    assert out["teacher_overrides"] == {"lr": 0.3, "epochs": 1, "batch_size": 32}
     for key in ("data_root", "runs_root", "figures_root"):
         assert Path(out[key]).is_relative_to(tmp_path)
     assert "selection_out" not in out and "download" not in out  # only the notebook's own parameters

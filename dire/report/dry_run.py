@@ -7,8 +7,8 @@ What the dry run changes, and nothing else (:func:`dry_run_params`):
 
 - budgets: the caps in :data:`CUTS` (steps, epochs, IPC 10, one seed, one 3-epoch MTT expert, ...), applied to
   every value of those names, nested ones included (``method_overrides``, ``dataset_overrides``);
-- ``condense_classes = 2`` and ``teacher_overrides = {"epochs": 1}``: two classes condensed per set, teachers
-  trained one epoch on the stand-ins; MTT's learnable lr frozen (``lr_lr = 0``: stand-in experts barely move);
+- ``condense_classes = 2`` and ``teacher_overrides = {"epochs": 1, "batch_size": 32}``: two classes condensed
+  per set, teachers trained one epoch on the stand-ins in batches that fit a CPU machine's memory; MTT's learnable lr frozen (``lr_lr = 0``: stand-in experts barely move);
 - a torchvision weights name becomes a stand-in file of that network in torchvision's layout (random weights),
   loaded through the same local-file path;
 - data, runs, tables and selections go under ``build/<profile>-dry-run/`` (tables and figures in its
@@ -48,6 +48,9 @@ CUTS: dict[str, int] = {
 CONDENSE_CLASSES = 2
 OUTPUT = "output"  # the notebooks' tables and figures, under build/<profile>-dry-run/ (its figures/ is the page's copy)
 TEACHER_EPOCHS = 1
+# MobileNetV2 and EfficientNet-B0 keep a stride-1 stem at 64 px, so a Tiny-ImageNet teacher batch of 256 (the
+# recipe's) peaked at 20 GB of host memory here; the dry run's stand-in sets need no more than 32 per batch
+TEACHER_BATCH = 32
 EXPERT_EPOCHS = 3  # MTT: max_start_epoch 1 - 1 + expert_epochs (2 or 3 in MTT_SETTINGS)
 # stand-in sizes: every class one image (two on CIFAR, for a validation split), the condensed ones ten
 STANDIN_SIZES = {"cifar10": 2, "cifar100": 2, "tiny-imagenet": 1, "imagenet": 1}
@@ -111,7 +114,11 @@ def dry_run_params(params: Mapping, known: set[str], root: Path) -> dict:
     out = _weights_to_files(cut_budgets(dict(params)), root / "weights")
     extra: dict[str, Any] = {
         "condense_classes": CONDENSE_CLASSES,
-        "teacher_overrides": {**params.get("teacher_overrides", {}), "epochs": TEACHER_EPOCHS},
+        "teacher_overrides": {
+            **params.get("teacher_overrides", {}),
+            "epochs": TEACHER_EPOCHS,
+            "batch_size": TEACHER_BATCH,
+        },
         "data_root": (root / "data").as_posix(),
         "runs_root": (root / "runs").as_posix(),
         "figures_root": (root / OUTPUT).as_posix(),
