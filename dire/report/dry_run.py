@@ -8,7 +8,8 @@ What the dry run changes, and nothing else (:func:`dry_run_params`):
 - budgets: the caps in :data:`CUTS` (steps, epochs, IPC 10, one seed, one 3-epoch MTT expert, ...), applied to
   every value of those names, nested ones included (``method_overrides``, ``dataset_overrides``);
 - ``condense_classes = 2`` and ``teacher_overrides = {"epochs": 1, "batch_size": 32}``: two classes condensed
-  per set, teachers trained one epoch on the stand-ins in batches that fit a CPU machine's memory; MTT's learnable lr frozen (``lr_lr = 0``: stand-in experts barely move);
+  per set, teachers trained one epoch on the stand-ins in batches that fit a CPU machine's memory; MTT's
+  learnable lr frozen (``lr_lr = 0``: stand-in experts barely move);
 - a torchvision weights name becomes a stand-in file of that network in torchvision's layout (random weights),
   loaded through the same local-file path;
 - data, runs, tables and selections go under ``build/<profile>-dry-run/`` (tables and figures in its
