@@ -164,16 +164,20 @@ def run_experiment(
     teacher, trec = load_teacher(exp.teacher_arch)
     teacher_key = config_hash(trec["config"])
 
-    bank, bank_dir = cached_bank(
-        teacher,
-        trec,
-        train_set,
-        per_class=exp.bank_per_class,
-        device=device,
-        runs_root=runs_root,
-        progress=progress,
-        precision=precision,
-    )
+    def load_bank(net: torch.nn.Module, record: dict, *, show: bool = False):
+        """``(bank, folder)`` of a cached teacher: every bank of the experiment is made the same way."""
+        return cached_bank(
+            net,
+            record,
+            train_set,
+            per_class=exp.bank_per_class,
+            device=device,
+            runs_root=runs_root,
+            progress=show,
+            precision=precision,
+        )
+
+    bank, bank_dir = load_bank(teacher, trec, show=progress)
 
     experts = None
     if method.needs_experts:  # a stage the method declares (MTT): expert trajectories on the real data
@@ -190,19 +194,7 @@ def run_experiment(
     for arch in archs[1:]:
         net, rec = load_teacher(arch)
         teachers.append(net)
-        banks.append(
-            cached_bank(
-                net,
-                rec,
-                train_set,
-                per_class=exp.bank_per_class,
-                device=device,
-                runs_root=runs_root,
-                precision=precision,
-            )[0]
-            if exp.dire.enabled
-            else None
-        )
+        banks.append(load_bank(net, rec)[0] if exp.dire.enabled else None)
         keys.append(config_hash(rec["config"]))
     # keyed by the method's resolved settings, so {"r_bn": 1.0} and {"r_bn": 1.0, "jitter": 4} share a cache
     syn_config = {
@@ -267,19 +259,7 @@ def run_experiment(
         progress=progress,
         download=download,
     )
-    metric_bank = (
-        bank
-        if mrec is trec
-        else cached_bank(
-            metric_net,
-            mrec,
-            train_set,
-            per_class=exp.bank_per_class,
-            device=device,
-            runs_root=runs_root,
-            precision=precision,
-        )[0]
-    )
+    metric_bank = bank if mrec is trec else load_bank(metric_net, mrec)[0]
     # the synthetic images embedded as the real bank was (decoded a batch at a time), so both sides of the metrics
     # share one rounding
     fake = embed_images(metric_net, synthetic["images"], info=info, device=device, precision=precision)
