@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from dire.evaluation.common import paired_difference
-from dire.metrics import coverage, coverage_expectation, matched_coverage
+from dire.metrics import coverage, coverage_expectation, diversity_metrics, matched_coverage
 
 
 def test_coverage_expectation_by_hand():
@@ -82,3 +82,19 @@ def test_paired_difference_edge_cases():
     assert one["delta"] == 1.0 and math.isnan(one["low"]) and not one["excludes_zero"]
     with pytest.raises(ValueError, match="same, non-zero number"):
         paired_difference([1.0, 2.0], [1.0])
+
+
+def test_diversity_metrics_carry_coverage_expectations():
+    rng = np.random.default_rng(2)
+    real, real_y = rng.normal(size=(60, 6)), np.repeat([0, 1, 2], [25, 20, 15])
+    fake, fake_y = rng.normal(size=(9, 6)), np.repeat([0, 1, 2], 3)  # M = 3 <= k = 5
+    out = diversity_metrics(fake, fake_y, real, real_y, k=5, draws=4, seed=3)
+    # per class N differs, so the expectation is the class mean of coverage_expectation(N_c, M_c, k)
+    assert out["coverage_expected"] == pytest.approx(np.mean([coverage_expectation(n, 3, 5) for n in (25, 20, 15)]))
+    matched = matched_coverage(real, real_y, fake, fake_y, k=5, draws=4, seed=3)
+    assert out["coverage_matched"] == matched["coverage"]
+    assert out["coverage_matched_expected"] == pytest.approx(coverage_expectation(3, 3, 2))
+    assert out["coverage_matched_k"] == 2.0  # k reduced to M - 1
+    # a bank smaller than the set: no matched draw, the rest still reported
+    few = diversity_metrics(rng.normal(size=(24, 6)), np.repeat([0, 1, 2], 8), real[:21], np.repeat([0, 1, 2], 7))
+    assert math.isnan(few["coverage_matched"]) and 0 <= few["coverage"] <= 1
