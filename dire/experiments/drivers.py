@@ -232,9 +232,10 @@ def variants_at(ipc: int, variants: Mapping[str, Mapping], methods: Sequence[str
 
 
 def row_name(row: dict) -> str:
-    """``sre2l``, ``sre2l + DiRe``, ``sre2l + DiRe (variant)`` or ``real subset`` (the reference row)."""
-    if row["method"] == REFERENCE:
-        return "real subset"
+    """``sre2l``, ``sre2l + DiRe``, ``sre2l + DiRe (variant)`` or ``real subset`` (the reference row; ``real
+    subset (dc)`` for one evaluated with the DC protocol)."""
+    if row["method"] == REFERENCE:  # one per protocol in a table that mixes them: named apart where not soft
+        return "real subset" + (f" ({row['protocol']})" if row.get("protocol", "soft") != "soft" else "")
     variant = row.get("variant")
     return f"{row['method']}{' + DiRe' if row['dire'] else ''}{f' ({variant})' if variant else ''}"
 
