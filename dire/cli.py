@@ -296,13 +296,22 @@ def format_result(result: dict) -> str:
         f"  teacher accuracy      {result['teacher_acc']:.2f}%   (teachers: {', '.join(result['teachers'])})",
         f"  student accuracy      final {acc['final']['mean']:.2f} ± {acc['final']['std']:.2f}%   "
         f"best {acc['best']['mean']:.2f} ± {acc['best']['std']:.2f}%   ({acc['final']['n']} seeds)",
-        f"  diversity ({result['metric_network']}):",
-        f"    Vendi {div['vendi']:.3f} (all classes {div['vendi_all']:.3f})   Coverage {div['coverage']:.3f} "
-        f"(all {div['coverage_all']:.3f})   intra-class cosine {div['intra_class_cosine']:.4f}",
-        f"    precision {div['precision']:.3f}   recall {div['recall']:.3f}   density {div['density']:.3f}",
+        *diversity_lines(div, result["metric_network"]),
+        *(diversity_lines(result["diversity_eval"], result["eval_network"]) if "diversity_eval" in result else []),
         f"  synthesis {timing['synthesis_s']:.1f} s ({timing['synthesis_s_per_image'] * 1e3:.1f} ms/image)",
     ]
     return "\n".join(lines)
+
+
+def diversity_lines(div: dict, network: str) -> list[str]:
+    """A result's diversity metrics in one network, Coverage beside its identical-distribution expectation."""
+    expected = f" (E {div['coverage_expected']:.3f})" if "coverage_expected" in div else ""
+    return [
+        f"  diversity ({network}):",
+        f"    Vendi {div['vendi']:.3f} (all classes {div['vendi_all']:.3f})   Coverage {div['coverage']:.3f}"
+        f"{expected} (all {div['coverage_all']:.3f})   intra-class cosine {div['intra_class_cosine']:.4f}",
+        f"    precision {div['precision']:.3f}   recall {div['recall']:.3f}   density {div['density']:.3f}",
+    ]
 
 
 def _runs_command(args: argparse.Namespace) -> int:

@@ -79,7 +79,14 @@ from prdc import compute_prdc
 from prdc import prdc as _prdc_impl
 from vendi_score import vendi as _vendi_pkg
 
-__all__ = ["intra_class_cosine", "vendi", "coverage", "diversity_metrics"]
+__all__ = [
+    "intra_class_cosine",
+    "vendi",
+    "coverage",
+    "coverage_expectation",
+    "matched_coverage",
+    "diversity_metrics",
+]
 
 _PRDC_KEYS = ("precision", "recall", "density", "coverage")
 
@@ -378,21 +385,41 @@ def matched_coverage(real, real_labels, fake, fake_labels, *, k: int = 5, draws:
 # --------------------------------------------------------------------------
 # table row
 # --------------------------------------------------------------------------
-def diversity_metrics(fake, fake_labels, real, real_labels, *, k: int = 5, q: float = 1.0) -> dict:
+def diversity_metrics(
+    fake, fake_labels, real, real_labels, *, k: int = 5, q: float = 1.0, draws: int = 10, seed: int = 0
+) -> dict:
     """All metrics of the synthetic set as one flat dict of floats.
 
     Keys: ``vendi`` (class mean) and ``vendi_all`` of the fake embeddings;
     ``coverage``, ``precision``, ``recall``, ``density`` (class means) and
     ``coverage_all`` of fake w.r.t. real; ``intra_class_cosine`` (class mean)
-    of the fake embeddings.
+    of the fake embeddings. So a Coverage can be read against what identical
+    distributions give: ``coverage_expected`` is :func:`coverage_expectation`
+    (N real, M fake of the class, ``k``) averaged over the fake classes;
+    ``coverage_matched`` / ``coverage_matched_expected`` / ``coverage_matched_k``
+    are :func:`matched_coverage` (``draws`` real draws of M per class, ``seed``)
+    with its expectation and the smallest k it used (below ``k`` where M <= k).
+    A class with fewer real than fake samples has no matched Coverage (NaN).
     """
     cov = coverage(real, real_labels, fake, fake_labels, k=k)
     ven = vendi(fake, fake_labels, q=q)
     icc = intra_class_cosine(fake, fake_labels)
+    yr = _labels(real_labels, len(real_labels), "real_labels", "real")
+    yf = _labels(fake_labels, len(fake_labels), "fake_labels", "fake")
+    sizes = {c: (int(np.count_nonzero(yr == c)), int(np.count_nonzero(yf == c))) for c in _classes(yf)}
+    expected = float(np.mean([coverage_expectation(n, m, k) for n, m in sizes.values()]))
+    if all(n >= m for n, m in sizes.values()):
+        matched = matched_coverage(real, real_labels, fake, fake_labels, k=k, draws=draws, seed=seed)
+    else:  # e.g. a bank smaller than the set: no real draw of M exists
+        matched = {"coverage": float("nan"), "expected": float("nan"), "k": 0}
     return {
         "vendi": ven["mean"],
         "vendi_all": ven["all"],
         "coverage": cov["coverage"],
+        "coverage_expected": expected,
+        "coverage_matched": matched["coverage"],
+        "coverage_matched_expected": matched["expected"],
+        "coverage_matched_k": float(matched["k"]),
         "precision": cov["precision"],
         "recall": cov["recall"],
         "density": cov["density"],

@@ -78,19 +78,20 @@ def test_runner_injects_parameters_and_writes_the_table(tmp_path, runs_root, cap
     assert "sre2l (1 of 1 units): 100%" in bars and "sre2l + DiRe (1 of 1 units): 100%" in bars
     assert "student convnet_bn seed 0: 100%|" in bars and "10/10" in bars
     done = [line for line in out.text.splitlines() if line.startswith("done: ")]
-    assert len(done) == 2 and done[0].startswith("done: sre2l on digits, IPC 5, seed 0: convnet_bn student accuracy ")
+    assert len(done) == 3 and done[0].startswith("done: sre2l on digits, IPC 5, seed 0: convnet_bn student accuracy ")
     assert done[1].startswith("done: sre2l + DiRe (w 0.1, cd,cdm,edm) on digits") and "Vendi " in done[1]
+    assert done[2].startswith("done: real on digits, IPC 5, seed 0")  # the reference row, on by default
     stamps = [start] + sorted(t for t, _ in out.parts + err.parts)
     assert max(b - a for a, b in zip(stamps, stamps[1:])) < 30  # never silent for 30 s
     # the kernel ran over IPC: its own stderr (inherited by this process) has no TCP warning
     assert "without encryption" not in capfd.readouterr().err
     with open(figures / "smoke" / "02_ablation.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["variant"] for r in rows] == ["none", "all"]  # the injected variants, not the default eight
+    assert [r["variant"] for r in rows] == ["none", "all", "real subset"]  # the injected variants, the reference
     assert rows[0]["dire"] == "False" and rows[1]["dire"] == "True"
     for r in rows:
         assert 0 <= float(r["acc_final_mean"]) <= 100 and float(r["vendi_mean"]) >= 1.0
-        assert {float(r["vendi_norm"]) for r in rows} == {0.0, 1.0}  # min-max over two variants
+    assert {float(r["vendi_norm"]) for r in rows[:2]} == {0.0, 1.0}  # min-max over the two variants only
     assert (figures / "smoke" / "02_ablation_normalised.png").exists()
     assert (tmp_path / "build" / "02_ablation.ipynb").exists()
 

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from dire.evaluation.common import paired_difference
-from dire.metrics import coverage, coverage_expectation, matched_coverage
+from dire.metrics import coverage, coverage_expectation, diversity_metrics, matched_coverage
 
 
 def test_coverage_expectation_by_hand():
@@ -82,3 +82,131 @@ def test_paired_difference_edge_cases():
     assert one["delta"] == 1.0 and math.isnan(one["low"]) and not one["excludes_zero"]
     with pytest.raises(ValueError, match="same, non-zero number"):
         paired_difference([1.0, 2.0], [1.0])
+
+
+def test_diversity_metrics_carry_coverage_expectations():
+    rng = np.random.default_rng(2)
+    real, real_y = rng.normal(size=(60, 6)), np.repeat([0, 1, 2], [25, 20, 15])
+    fake, fake_y = rng.normal(size=(9, 6)), np.repeat([0, 1, 2], 3)  # M = 3 <= k = 5
+    out = diversity_metrics(fake, fake_y, real, real_y, k=5, draws=4, seed=3)
+    # per class N differs, so the expectation is the class mean of coverage_expectation(N_c, M_c, k)
+    assert out["coverage_expected"] == pytest.approx(np.mean([coverage_expectation(n, 3, 5) for n in (25, 20, 15)]))
+    matched = matched_coverage(real, real_y, fake, fake_y, k=5, draws=4, seed=3)
+    assert out["coverage_matched"] == matched["coverage"]
+    assert out["coverage_matched_expected"] == pytest.approx(coverage_expectation(3, 3, 2))
+    assert out["coverage_matched_k"] == 2.0  # k reduced to M - 1
+    # a bank smaller than the set: no matched draw, the rest still reported
+    few = diversity_metrics(rng.normal(size=(24, 6)), np.repeat([0, 1, 2], 8), real[:21], np.repeat([0, 1, 2], 7))
+    assert math.isnan(few["coverage_matched"]) and 0 <= few["coverage"] <= 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# wired into the pipeline and the tables: a digits compare with the reference row and an evaluator
+
+
+@pytest.fixture(scope="module")
+def compared(runs_root):
+    from dire.experiments.config import make_experiment
+    from dire.experiments.drivers import compare
+
+    base = make_experiment(
+        dataset="digits",
+        method="sre2l",
+        ipc=3,
+        ipc_per_unit=3,
+        iterations=5,
+        bank_per_class=50,
+        student_epochs=8,
+        metric_arch="convnet_w32",  # instance norm, width 32: another network than the convnet_bn teacher
+    )
+    rows = compare(base, seeds=[0, 1, 2], reference_row=True, log=lambda _m: None, runs_root=runs_root, progress=False)
+    return base, rows
+
+
+@pytest.mark.slow
+def test_reference_row_is_real_training_images(compared):
+    import torch
+
+    from dire.data import to_uint8
+    from dire.nets.teacher import training_split
+    from dire.runs import load
+
+    base, rows = compared
+    assert [r["method"] for r in rows] == ["real", "sre2l", "sre2l"] and rows[0]["protocol"] == "soft"
+    train, _ = training_split("digits", holdout=None)
+    sets = [load(f"{run['synthetic_dir']}/synthetic.pt") for run in rows[0]["runs"]]
+    for s in sets:
+        assert torch.bincount(s["labels"]).tolist() == [base.synthesis.ipc] * 10  # M = IPC per class
+        for c in range(10):
+            real = to_uint8(train.class_images(c), train.info).flatten(1)
+            ours = s["images"][s["labels"] == c].flatten(1)
+            # every image is, pixel for pixel, a real training image of its class, and no image repeats
+            assert all(bool((real == x).all(1).any()) for x in ours)
+            assert len(torch.unique(ours, dim=0)) == len(ours)
+    assert not torch.equal(sets[0]["images"], sets[1]["images"])  # seeded per seed
+
+
+@pytest.mark.slow
+def test_dire_rows_report_paired_t_against_their_baseline(compared):
+    _, rows = compared
+    base, dire = rows[1], rows[2]
+    assert "delta_acc_final" not in base and "delta_acc_final" not in rows[0]
+    for metric in ("acc_final", "vendi", "eval_vendi"):
+        ours, theirs = [r[metric] for r in dire["runs"]], [r[metric] for r in base["runs"]]
+        ci = stats.ttest_rel(ours, theirs).confidence_interval(0.95)
+        out = dire[f"delta_{metric}"]
+        assert out["delta"] == pytest.approx(np.mean(np.subtract(ours, theirs)), abs=1e-12)
+        assert (out["low"], out["high"]) == pytest.approx((ci.low, ci.high), rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_rows_carry_coverage_expectations_and_both_networks(compared):
+    from dire.report.tables import table_notes, to_markdown
+
+    base, rows = compared
+    for row in rows:
+        for run in row["runs"]:
+            # N = the bank's 50 real per class, M = IPC, k = 5
+            assert run["coverage_expected"] == pytest.approx(coverage_expectation(50, base.synthesis.ipc, 5))
+            assert run["coverage_matched_expected"] == pytest.approx(coverage_expectation(3, 3, 2))
+            assert run["coverage_matched_k"] == 2  # M = 3 <= k: k = M - 1
+            assert run["eval_coverage_expected"] == run["coverage_expected"]
+            # the teacher's and the evaluator's features give other values
+            assert run["vendi"] != run["eval_vendi"] and run["intra_class_cosine"] != run["eval_intra_class_cosine"]
+        assert row["metric_network"] == "teacher convnet_bn" and row["eval_network"] == "evaluator convnet_w32"
+    md = to_markdown(rows)
+    head = md.splitlines()[0]
+    for column in ("Δ acc (95 % CI)", "Vendi ↑ (teacher)", "Vendi ↑ (eval)", "Coverage (E) ↑ (eval)",
+                   "matched Cov. (E) (teacher)", "Δ Vendi (eval)"):  # fmt: skip
+        assert column in head
+    assert md.splitlines()[2].startswith("| real subset | digits | 3 | soft |")
+    assert f"(E {rows[0]['coverage_expected']['mean']:.3f})" in md and ", k 2)" in md
+    assert "paired-t" in table_notes(rows) and "real subset" in table_notes(rows)
+
+
+def test_per_ipc_methods_and_variants():
+    from dire.experiments.drivers import methods_at, variants_at
+
+    methods = ["sre2l", "cda", "dwa"]
+    assert methods_at(10, methods, {1: ["dwa", "sre2l"]}) == methods  # no entry: all
+    assert methods_at(1, methods, {"1": ["dwa", "sre2l"]}) == ["sre2l", "dwa"]  # a string key as JSON gives it
+    with pytest.raises(ValueError, match=r"ipc_methods\[1\] names \['mtt'\]"):
+        methods_at(1, methods, {1: ["mtt"]})
+    variants = {"ld": {"terms": ["logdet"], "methods": ["dwa"], "ipcs": [10]}, "all": {"weight": 0.2}}
+    ld = {"terms": ["logdet"], "methods": ["dwa"]}
+    assert variants_at(10, variants, methods) == {"ld": ld, "all": {"weight": 0.2}}
+    assert variants_at(1, variants, ["sre2l"]) == {"all": {"weight": 0.2}}
+
+
+def test_real_subset_refuses_dire(digits, tmp_path):
+    import torch
+
+    from dire.synthesis import DiReConfig, RealSubset, SynthesisConfig, synthesize
+    from dire.synthesis.base import Context
+
+    teacher, train, bank = digits
+    ctx = Context(teacher=teacher, dataset=train, config=SynthesisConfig(ipc=2), device=torch.device("cpu"), bank=bank)
+    with pytest.raises(ValueError, match="takes no synthesis steps"):
+        synthesize(RealSubset(), ctx, out_dir=tmp_path, dire=DiReConfig(enabled=True), progress=False)
+    out = synthesize(RealSubset(), ctx, out_dir=tmp_path, progress=False)
+    assert torch.bincount(out["labels"]).tolist() == [2] * 10 and float(out["seconds"]) < 5

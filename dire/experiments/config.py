@@ -62,7 +62,7 @@ class Experiment:
         default_factory=dict, help="other soft-label recipe fields, e.g. {'lr': 0.001, 'warmup_epochs': 10}"
     )
     student_seeds: tuple[int, ...] = setting((0,), "student seeds")
-    metric_arch: str | None = setting(None, "embedding network of the diversity metrics (None: the teacher)")
+    metric_arch: str | None = setting(None, "evaluator of the metrics beside the teacher (None: the teacher only)")
     protocol: str | None = setting(None, "student protocol: soft or dc (None: the method's own)")
     experts: dict = setting(
         default_factory=dict,

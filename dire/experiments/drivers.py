@@ -9,22 +9,31 @@ the spread covers both the synthetic set and the student's training.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from dire.evaluation import check_seeds, summarize
+from dire.evaluation.common import paired_difference
 from dire.experiments.config import Experiment, resolve_dire, with_method
 from dire.experiments.pipeline import run_experiment
+from dire.synthesis import METHODS
 
-METRICS = (
-    "acc_final",
-    "acc_best",
+# the diversity metrics a row summarises, in each network it was measured in (dire.metrics.diversity_metrics)
+DIVERSITY = (
     "vendi",
     "coverage",
+    "coverage_expected",
+    "coverage_matched",
+    "coverage_matched_expected",
+    "coverage_matched_k",
     "intra_class_cosine",
     "precision",
     "density",
-    "synthesis_s_per_image",
 )
+METRICS = ("acc_final", "acc_best", *DIVERSITY, "synthesis_s_per_image")
+EVAL_METRICS = tuple(f"eval_{m}" for m in DIVERSITY)  # the same, in the independent evaluator (metric_arch)
+
+REFERENCE = "real"  # the real-subset reference row's method (dire.synthesis.real)
+DELTA_METRICS = ("acc_final", "vendi", "eval_vendi")  # what a + DiRe row reports a paired delta of
 
 
 def with_seed(exp: Experiment, seed: int) -> Experiment:
@@ -35,22 +44,7 @@ def run_seeds(exp: Experiment, seeds: Sequence[int], *, log: Callable[[str], Non
     """Run ``exp`` once per seed (``log`` gets each run's lines, ending with its result); returns
     ``{"runs": [...], "<metric>": {"mean", "std", "n"}, ...}``."""
     check_seeds(seeds)
-    runs = []
-    for seed in seeds:
-        result = run_experiment(with_seed(exp, seed), log=log, **run_kwargs)
-        runs.append(
-            {
-                "seed": seed,
-                "teacher_acc": result["teacher_acc"],
-                "acc_final": result["accuracy"]["final"]["mean"],
-                "acc_best": result["accuracy"]["best"]["mean"],
-                **{k: result["diversity"][k] for k in METRICS if k in result["diversity"]},
-                "synthesis_s_per_image": result["timing"]["synthesis_s_per_image"],
-                "metric_network": result["metric_network"],
-                "protocol": result["protocol"],
-                "teachers": result["teachers"],
-            }
-        )
+    runs = [run_record(run_experiment(with_seed(exp, seed), log=log, **run_kwargs), seed) for seed in seeds]
     summary = {
         "runs": runs,
         "teacher_acc": runs[0]["teacher_acc"],
@@ -58,9 +52,69 @@ def run_seeds(exp: Experiment, seeds: Sequence[int], *, log: Callable[[str], Non
         "protocol": runs[0]["protocol"],
         "teachers": runs[0]["teachers"],
     }
-    for key in METRICS:
-        summary[key] = summarize(r[key] for r in runs if key in r)
+    if "eval_network" in runs[0]:
+        summary["eval_network"] = runs[0]["eval_network"]
+    for key in METRICS + EVAL_METRICS:
+        if key in METRICS or key in runs[0]:  # an evaluator's metrics only where one was measured in
+            summary[key] = summarize(r[key] for r in runs if key in r)
     return summary
+
+
+def run_record(result: dict, seed: int) -> dict:
+    """One seed's line of a row: accuracy, the diversity metrics in the teacher (and as ``eval_<metric>`` in
+    the evaluator), timing and where its set lies."""
+    record = {
+        "seed": seed,
+        "teacher_acc": result["teacher_acc"],
+        "acc_final": result["accuracy"]["final"]["mean"],
+        "acc_best": result["accuracy"]["best"]["mean"],
+        **{k: result["diversity"][k] for k in DIVERSITY if k in result["diversity"]},
+        "synthesis_s_per_image": result["timing"]["synthesis_s_per_image"],
+        "metric_network": result["metric_network"],
+        "protocol": result["protocol"],
+        "teachers": result["teachers"],
+        "synthetic_dir": result["dirs"]["synthetic"],
+    }
+    if "diversity_eval" in result:
+        record.update({f"eval_{k}": result["diversity_eval"][k] for k in DIVERSITY if k in result["diversity_eval"]})
+        record["eval_network"] = result["eval_network"]
+    return record
+
+
+def reference_experiment(exp: Experiment) -> Experiment:
+    """``exp``'s real-subset reference: its set replaced by ``ipc`` random real training images per class (seed
+    ``s`` draws its own, cached like any set), DiRe off, and students trained and scored with ``exp``'s protocol,
+    recipe and teacher, so it stands beside ``exp``'s rows as their yardstick."""
+    protocol = exp.protocol or METHODS[exp.method].protocol
+    return dataclasses.replace(
+        with_method(exp, REFERENCE), dire=dataclasses.replace(exp.dire, enabled=False), protocol=protocol
+    )
+
+
+def add_deltas(
+    rows: list[dict],
+    *,
+    match: Sequence[str] = ("dataset", "ipc", "method"),
+    is_baseline: Callable[[dict], bool] = lambda r: not r.get("dire") and not r.get("variant"),
+) -> list[dict]:
+    """Give every + DiRe row (variants too) ``delta_<metric>`` for :data:`DELTA_METRICS`: the mean per-seed
+    paired difference to the baseline row (``is_baseline``, default: DiRe off and no variant) that agrees on
+    ``match``, with its 95 % paired-t interval (:func:`dire.evaluation.common.paired_difference`); rows are
+    paired by seed, over the seeds both ran."""
+    for row in rows:
+        if not row.get("dire"):
+            continue
+        key = tuple(row.get(m) for m in match)
+        base = next((b for b in rows if is_baseline(b) and tuple(b.get(m) for m in match) == key), None)
+        if base is None:
+            continue
+        for metric in DELTA_METRICS:
+            ours = {r["seed"]: r[metric] for r in row["runs"] if metric in r}
+            theirs = {r["seed"]: r[metric] for r in base["runs"] if metric in r}
+            seeds = [s for s in ours if s in theirs]
+            if seeds:
+                row[f"delta_{metric}"] = paired_difference([ours[s] for s in seeds], [theirs[s] for s in seeds])
+    return rows
 
 
 def compare(
@@ -72,6 +126,7 @@ def compare(
     variants: dict[str, dict] | None = None,
     log: Callable[[str], None] = print,
     jobs: int = 1,
+    reference_row: bool = False,
     **run_kwargs,
 ) -> list[dict]:
     """Rows of method × {baseline, + DiRe, + DiRe (variant) ...} for ``base`` (its ``dire`` settings give the
@@ -82,6 +137,11 @@ def compare(
     :func:`dire.experiments.config.resolve_dire` (e.g. ``{"weights_file": ...}`` or
     ``{"terms": ["logdet", "cdm", "edm"]}``)
     plus an optional ``methods`` list restricting which methods get the row.
+
+    Every + DiRe row carries ``delta_<metric>`` (:func:`add_deltas`): paired by seed against its method's
+    baseline. ``reference_row=True`` (default False) puts first a real-subset row (:func:`reference_experiment`,
+    method ``real``) for each student protocol the compared methods use, with the first such method's
+    experiment settings (e.g. its ``student_epochs``).
 
     ``jobs > 1`` runs the table's experiments (method × variant × seed) in that many worker processes first
     (:func:`dire.experiments.jobs.run_parallel`); the rows are then read from the cache, the same as with one.
@@ -96,6 +156,12 @@ def compare(
                 f"expected some of {list(methods or [base.method])}"
             )
     plans = []  # (method, variant, experiment) of every row
+    if reference_row:
+        protocols = {}  # protocol -> the first compared method evaluated with it
+        for method in methods or [base.method]:
+            exp = with_method(base, method, (overrides or {}).get(method))
+            protocols.setdefault(exp.protocol or METHODS[method].protocol, exp)
+        plans += [(REFERENCE, "", reference_experiment(exp)) for exp in protocols.values()]
     for method in methods or [base.method]:
         settings = [
             ("", dataclasses.replace(base.dire, enabled=False)),
@@ -130,11 +196,46 @@ def compare(
                 **summary,
             }
         )
-    return rows
+    return add_deltas(rows)
+
+
+def methods_at(ipc: int, methods: Sequence[str], ipc_methods: Mapping | None = None) -> list[str]:
+    """The methods a table compares at ``ipc``: ``ipc_methods[ipc]`` (a key may be an int or its string, as
+    YAML or JSON give it), in ``methods``' order, or all of ``methods`` where ``ipc`` has no entry."""
+    try:
+        chosen = {int(k): list(v) for k, v in (ipc_methods or {}).items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"ipc_methods: expected {{IPC: [methods]}}, got {ipc_methods}") from None
+    if ipc not in chosen:
+        return list(methods)
+    if unknown := [m for m in chosen[ipc] if m not in methods]:
+        raise ValueError(f"ipc_methods[{ipc}] names {unknown}, not among the compared methods {list(methods)}")
+    if not chosen[ipc]:
+        raise ValueError(f"ipc_methods[{ipc}] is empty; name at least one of {list(methods)} or drop the IPC")
+    return [m for m in methods if m in chosen[ipc]]
+
+
+def variants_at(ipc: int, variants: Mapping[str, Mapping], methods: Sequence[str]) -> dict[str, dict]:
+    """The DiRe variants of a table at ``ipc`` for :func:`compare`: those whose optional ``ipcs`` list holds
+    ``ipc`` (absent: every IPC) and that name a compared method, their ``methods`` narrowed to ``methods``."""
+    chosen = {}
+    for name, spec in variants.items():
+        spec = dict(spec)
+        if ipc not in spec.pop("ipcs", [ipc]):
+            continue
+        if "methods" in spec:
+            spec["methods"] = [m for m in spec["methods"] if m in methods]
+            if not spec["methods"]:
+                continue
+        chosen[name] = spec
+    return chosen
 
 
 def row_name(row: dict) -> str:
-    """``sre2l``, ``sre2l + DiRe`` or ``sre2l + DiRe (variant)``."""
+    """``sre2l``, ``sre2l + DiRe``, ``sre2l + DiRe (variant)`` or ``real subset`` (the reference row; ``real
+    subset (dc)`` for one evaluated with the DC protocol)."""
+    if row["method"] == REFERENCE:  # one per protocol in a table that mixes them: named apart where not soft
+        return "real subset" + (f" ({row['protocol']})" if row.get("protocol", "soft") != "soft" else "")
     variant = row.get("variant")
     return f"{row['method']}{' + DiRe' if row['dire'] else ''}{f' ({variant})' if variant else ''}"
 
@@ -162,9 +263,14 @@ def ablation(
     seeds: Sequence[int] = (0, 1, 2),
     variants: Sequence[str] = tuple(ABLATION),
     log: Callable[[str], None] = print,
+    reference_row: bool = False,
     **run_kwargs,
 ) -> list[dict]:
-    """One row per DiRe term combination, with raw metrics and min-max normalised ones (paper's ablation)."""
+    """One row per DiRe term combination, with raw metrics and min-max normalised ones (paper's ablation).
+
+    Each DiRe row carries ``delta_<metric>`` against the ``none`` row when that is among ``variants``.
+    ``reference_row=True`` (default False) adds a last ``real subset`` row (:func:`reference_experiment`),
+    left out of the min-max normalisation (its ``*_norm`` are NaN)."""
     check_seeds(seeds)
     unknown = [v for v in variants if v not in ABLATION]
     if unknown:
@@ -190,6 +296,22 @@ def ablation(
         lo, hi = min(values), max(values)
         for r in rows:  # min-max over the variants; raw direction kept (intra-class cosine: lower = more diverse)
             r[f"{key}_norm"] = (r[key]["mean"] - lo) / (hi - lo) if hi > lo else 0.0
+    add_deltas(rows, match=("dataset", "ipc"), is_baseline=lambda r: r["variant"] == "none")
+    if reference_row:
+        log(f"== ablation real subset: {base.dataset}, IPC {base.synthesis.ipc}, seeds {list(seeds)}")
+        reference = run_seeds(reference_experiment(base), seeds, log=log, **run_kwargs)
+        rows.append(
+            {
+                "variant": "real subset",
+                "method": REFERENCE,
+                "dire": False,
+                "dataset": base.dataset,
+                "ipc": base.synthesis.ipc,
+                "seeds": len(seeds),
+                **reference,
+                **{f"{k}_norm": float("nan") for k in ("acc_final", "vendi", "coverage", "intra_class_cosine")},
+            }
+        )
     return rows
 
 
@@ -200,9 +322,14 @@ def cross_architecture(
     seeds: Sequence[int] = (0, 1, 2),
     student_overrides: dict[str, dict] | None = None,
     log: Callable[[str], None] = print,
+    reference_row: bool = False,
     **run_kwargs,
 ) -> list[dict]:
     """Synthesise once with ``base``'s teacher (± DiRe), evaluate students of each architecture.
+
+    Each + DiRe row carries ``delta_<metric>``, paired by seed against the baseline of the same student.
+    ``reference_row=True`` (default False) adds, first, a real-subset row per student
+    (:func:`reference_experiment`, method ``real``).
 
     ``student_overrides[arch]`` holds that student's recipe settings on top of ``base.student_overrides``
     (e.g. ``{"vit_tiny": {"lr": 1e-3, "warmup_epochs": 10}}``: transformers want a smaller lr than CNNs)."""
@@ -211,7 +338,8 @@ def cross_architecture(
     if unknown := sorted(set(student_overrides) - set(students)):
         raise ValueError(f"student_overrides name {unknown}, which are not among the students {list(students)}")
     rows = []
-    for enabled in (False, True):
+    kinds = [(REFERENCE, False)] if reference_row else []
+    for method, enabled in kinds + [(base.method, False), (base.method, True)]:
         for arch in students:
             exp = dataclasses.replace(
                 base,
@@ -219,10 +347,12 @@ def cross_architecture(
                 dire=dataclasses.replace(base.dire, enabled=enabled),
                 student_overrides={**base.student_overrides, **student_overrides.get(arch, {})},
             )
-            log(f"== {row_name({'method': base.method, 'dire': enabled})} → student {arch}")
+            if method == REFERENCE:
+                exp = reference_experiment(exp)
+            log(f"== {row_name({'method': method, 'dire': enabled})} → student {arch}")
             rows.append(
                 {
-                    "method": base.method,
+                    "method": method,
                     "dire": enabled,
                     "student": arch,
                     "teacher": base.teacher_arch,
@@ -232,4 +362,4 @@ def cross_architecture(
                     **run_seeds(exp, seeds, log=log, **run_kwargs),
                 }
             )
-    return rows
+    return add_deltas(rows, match=("dataset", "ipc", "method", "student"))

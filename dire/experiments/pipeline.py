@@ -63,8 +63,9 @@ def metric_network(
     progress: bool = False,
     download: bool = False,
 ) -> tuple[torch.nn.Module, dict, str]:
-    """The one embedding network the diversity metrics use, its record and its name: the teacher, or
-    (``exp.metric_arch``) an independent evaluator trained with the teacher's recipe, precision and seed + 1."""
+    """The evaluator network of the diversity metrics, its record and its name: the teacher when
+    ``exp.metric_arch`` is None, else an independent ``metric_arch`` trained with the teacher's recipe, precision
+    and seed + 1 (:func:`run_experiment` measures in the teacher and in this evaluator)."""
     if exp.metric_arch is None:
         return teacher, teacher_record, f"teacher {exp.teacher_arch}"
     net, record = get_teacher(
@@ -95,6 +96,10 @@ def run_experiment(
     log=print,
 ) -> dict:
     """Run (or resume) ``exp`` and return ``{"config", "teacher_acc", "accuracy", "diversity", "timing", "dirs"}``.
+
+    ``diversity`` (:func:`dire.metrics.diversity_metrics`) is measured in the teacher's features
+    (``metric_network`` names it); with ``exp.metric_arch`` also in that evaluator's, as ``diversity_eval``
+    (``eval_network`` names it).
 
     ``accuracy`` is on the test split, or on the validation split when ``exp.validation_per_class > 0``
     (``eval_split`` says which). ``log`` gets the teachers' accuracy and, at the end, :func:`result_line`.
@@ -249,22 +254,29 @@ def run_experiment(
     )
     acc = protocol.evaluate(synthetic, students)
 
-    metric_net, mrec, metric_name = metric_network(
-        exp,
-        teacher=teacher,
-        teacher_record=trec,
-        device=device,
-        data_root=data_root,
-        runs_root=runs_root,
-        progress=progress,
-        download=download,
-    )
-    metric_bank = bank if mrec is trec else load_bank(metric_net, mrec)[0]
-    # the synthetic images embedded as the real bank was (decoded a batch at a time), so both sides of the metrics
-    # share one rounding
-    fake = embed_images(metric_net, synthetic["images"], info=info, device=device, precision=precision)
-    real, real_labels = bank_embeddings(metric_bank)
-    diversity = diversity_metrics(fake, synthetic["labels"], real, real_labels)
+    def measure(net: torch.nn.Module, record: dict) -> dict:
+        """The diversity metrics in ``net``'s features: the synthetic images embedded as its real bank was
+        (decoded a batch at a time), so both sides of the metrics share one rounding."""
+        net_bank = bank if record is trec else load_bank(net, record)[0]
+        fake = embed_images(net, synthetic["images"], info=info, device=device, precision=precision)
+        real, real_labels = bank_embeddings(net_bank)
+        return diversity_metrics(fake, synthetic["labels"], real, real_labels, seed=exp.synthesis.seed)
+
+    # always in the teacher's features, and also in an independent evaluator when metric_arch names one, so no
+    # method scores well merely by shaping the features it is measured in
+    measured = {"diversity": measure(teacher, trec), "metric_network": f"teacher {exp.teacher_arch}"}
+    if exp.metric_arch is not None:
+        net, rec, name = metric_network(
+            exp,
+            teacher=teacher,
+            teacher_record=trec,
+            device=device,
+            data_root=data_root,
+            runs_root=runs_root,
+            progress=progress,
+            download=download,
+        )
+        measured.update(diversity_eval=measure(net, rec), eval_network=name)
 
     result = {
         "config": exp.config(),
@@ -274,8 +286,7 @@ def run_experiment(
         "protocol": protocol.name,
         "eval_split": eval_split,
         "accuracy": acc,
-        "diversity": diversity,
-        "metric_network": metric_name,
+        **measured,
         "timing": timing,
         "precision": {"train": precision, "synthesis": syn_precision},  # "auto" as resolved on this device
         "dirs": {"teacher": trec["dir"], "synthetic": str(syn_dir)},

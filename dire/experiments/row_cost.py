@@ -34,6 +34,8 @@ def synthesis_image_steps(exp: Experiment) -> float:
     classes = exp.synthesis.class_count(dataset_info(exp.dataset).num_classes)
     images, iterations = exp.synthesis.ipc * classes, exp.synthesis.iterations
     method = METHODS[exp.method](**exp.method_kwargs)
+    if not method.optimises:  # the real-subset reference only draws its images
+        return 0.0
     if exp.method == "delt":  # group g of R rounds joins at round g: active for (R - g) / R of the run
         rounds = math.ceil(iterations / method.round_iterations)
         return images * iterations * (rounds + 1) / (2 * rounds)

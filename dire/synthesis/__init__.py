@@ -23,6 +23,7 @@ from dire.synthesis.dm import DM
 from dire.synthesis.dwa import DWA
 from dire.synthesis.gvbsm import GVBSM
 from dire.synthesis.mtt import MTT
+from dire.synthesis.real import RealSubset
 from dire.synthesis.sre2l import SRe2L
 from dire.synthesis.ufc import UFC
 
@@ -50,6 +51,7 @@ __all__ = [
     "Context",
     "DiReConfig",
     "Method",
+    "RealSubset",
     "SRe2L",
     "Step",
     "SynthesisConfig",

@@ -249,6 +249,7 @@ class Method:
     default_teacher_set: str | None = None  # multi-teacher methods: the paper's teachers (config.TEACHER_SETS)
     needs_experts = False  # True: the pipeline trains expert trajectories first and passes them in ctx.experts
     own_bank = False  # True: every Step carries its own real bank (DM, MTT), so DiRe needs no ctx.bank
+    optimises = True  # False: the unit's initial images are stored as they are (the real-subset reference)
     RANGES: dict[str, str] = {}  # numeric settings with a tighter range than finite and >= 0 (dire.checks)
 
     def __post_init__(self) -> None:
@@ -401,7 +402,7 @@ def run_unit(
     where = f"unit {unit.name} of {method.name}"
     start = last_save = time.perf_counter()
     finite = torch.ones((), dtype=torch.bool, device=device)
-    for it in range(first, cfg.iterations):
+    for it in range(first, cfg.iterations if method.optimises else 0):
         if method.cosine_lr:  # cosine to 0, no warm-up (SRe2L)
             for group, lr in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = 0.5 * (1 + math.cos(math.pi * it / cfg.iterations)) * lr
@@ -480,6 +481,8 @@ def synthesize(
     dire_module = (dire or DiReConfig()).module()
     if dire_module is not None and not method.own_bank and ctx.bank_of(0) is None:
         raise ValueError("DiRe is enabled but the context has no real embedding bank (ctx.bank)")
+    if dire_module is not None and not method.optimises:
+        raise ValueError(f"{method.name} takes no synthesis steps, so DiRe would do nothing; run it with DiRe off")
     for teacher in ctx.teachers:
         teacher.eval().requires_grad_(False)
     method.setup(ctx)
@@ -492,7 +495,7 @@ def synthesize(
     todo = sum(not done(u) for u in mine)
     # counted in steps, not units: one unit can take minutes (quick profile: all classes in one unit)
     bar = tqdm(
-        total=todo * ctx.config.iterations,
+        total=todo * (ctx.config.iterations if method.optimises else 0),
         desc=f"{method.name}{' + DiRe' if dire_module else ''} ({todo} of {len(units)} units)",
         unit="step",
         disable=not progress,
