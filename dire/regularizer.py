@@ -180,29 +180,50 @@ class RealBank:
         return {c: self.emb[c, : self.count[c]] for c in self.classes}
 
 
-class _DistanceSum(torch.autograd.Function):
-    """Per-class sum of s_ij ||z_i - r_j|| (s: 0/1 for kept pairs, or a coreset's cluster sizes):
-    one batched GEMM forward, one backward.
+# On the CPU the distance GEMM and the gradient GEMM both stream the real embeddings (50 MB at CIFAR-100's
+# 50 x 500 x 512), which makes the step memory-bound; taking the classes in chunks of about this many bytes
+# keeps a chunk's embeddings in cache from the first GEMM to the second, so they come from memory once.
+# A GPU takes every class at once (fewer kernel launches).
+CPU_CHUNK_BYTES = 4 << 20
 
-    Pairs at distance 0 (a synthetic embedding on a real one, e.g. after real init) count 0 with
-    gradient 0 rather than NaN. ``d/dz_i sum_j s_ij ||z_i - r_j|| = sum_j s_ij (z_i - r_j) / ||z_i - r_j||``.
+
+class _DistanceSum(torch.autograd.Function):
+    """Per-class sum of s_ij ||z_i - r_j|| (s: 0/1 for kept pairs, or a coreset's cluster sizes), with its
+    gradient computed in the same pass: ``d/dz_i sum_j s_ij ||z_i - r_j|| = sum_j s_ij (z_i - r_j) / ||z_i - r_j||``.
+
+    One batched GEMM for the distances and one for the gradient, per chunk of classes (:data:`CPU_CHUNK_BYTES`);
+    backward only scales the stored gradient by each class's incoming gradient. Pairs at distance 0 (a synthetic
+    embedding on a real one, e.g. after real init) count 0 with gradient 0 rather than NaN.
     """
 
     @staticmethod
     def forward(ctx, Zp: torch.Tensor, R: torch.Tensor, r_sq: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        # bmm then in-place adds: faster than baddbmm for these skinny shapes on MKL (measured)
-        sq = torch.bmm(Zp, R.transpose(1, 2)).mul_(-2).add_((Zp * Zp).sum(-1, keepdim=True)).add_(r_sq)
-        scale = torch.where(sq > 0, scale, 0.0)
-        dist = sq.clamp_min_(0).sqrt_()
-        ctx.save_for_backward(Zp, R, dist, scale)
-        return (dist * scale).sum((1, 2))
+        K = len(Zp)
+        step = K
+        if Zp.device.type == "cpu":
+            step = max(1, CPU_CHUNK_BYTES // max(1, R[0].numel() * R.element_size()))
+        want_grad = ctx.needs_input_grad[0]
+        total = Zp.new_empty(K)
+        grad = torch.empty_like(Zp) if want_grad else None
+        z_sq = (Zp * Zp).sum(-1, keepdim=True)
+        for a in range(0, K, step):
+            Zc, Rc, b = Zp[a : a + step], R[a : a + step], slice(a, a + step)
+            # bmm then in-place adds: faster than baddbmm for these skinny shapes on MKL (measured)
+            sq = torch.bmm(Zc, Rc.transpose(1, 2)).mul_(-2).add_(z_sq[b]).add_(r_sq[b])
+            s = torch.where(sq > 0, scale[b], 0.0)
+            dist = sq.clamp_min_(0).sqrt_()
+            total[b] = (dist * s).sum((1, 2))
+            if want_grad:
+                w = s.div_(torch.where(s != 0, dist, 1.0))
+                torch.bmm(w, Rc, out=grad[b]).neg_().add_(w.sum(-1, keepdim=True) * Zc)
+        ctx.save_for_backward(grad)
+        return total
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        Zp, R, dist, scale = ctx.saved_tensors
-        w = grad[:, None, None] * scale / torch.where(scale != 0, dist, torch.ones_like(dist))
-        return w.sum(-1, keepdim=True) * Zp - torch.bmm(w, R), None, None, None
+    def backward(ctx, grad_total: torch.Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad_total[:, None, None] * grad, None, None, None
 
 
 def _group(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

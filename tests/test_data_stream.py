@@ -18,7 +18,7 @@ from dire.evaluation import common, dc, soft
 from dire.nets.bank import real_embedding_bank
 from dire.nets.models import Classifier, embed_batches, embed_images, features_and_logits
 from dire.nets.train import default_workers, loader
-from dire.regularizer import RealBank
+from dire.regularizer import DiRe, RealBank
 from dire.synthesis.delt import median_confidence_class, median_confidence_images
 
 
@@ -142,6 +142,20 @@ def test_streamed_bank_equals_the_stacked_one_on_a_jpeg_folder(noise_imagenet):
         streamed = real_embedding_bank(model, noise_imagenet, per_class=per_class, seed=1, batch_size=2, workers=2)
         assert_same_bank(streamed, stacked_bank(model, noise_imagenet, per_class=per_class, seed=1, batch_size=2))
     assert streamed.count.tolist() == [5, 3, 6]
+
+
+def test_bank_of_the_first_classes_keeps_their_rows_and_refuses_the_others(digits_teacher):
+    teacher, _ = digits_teacher
+    train = load_dataset("digits")
+    full = real_embedding_bank(teacher, train, per_class=20, seed=3)
+    part = real_embedding_bank(teacher, train, per_class=20, seed=3, classes=3)
+    assert part.classes == (0, 1, 2) and part.count[3:].sum() == 0
+    assert torch.equal(part.emb[:3], full.emb[:3]) and torch.equal(part.count[:3], full.count[:3])
+    z = torch.randn(2, full.emb.shape[-1])
+    with pytest.raises(ValueError, match=r"no real embeddings for classes \[5\]"):
+        DiRe()(z, torch.tensor([0, 5]), part)
+    with pytest.raises(ValueError, match="classes must be >= 1"):
+        real_embedding_bank(teacher, train, classes=0)
 
 
 def test_embedding_batches_must_hold_the_count_announced():

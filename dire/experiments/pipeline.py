@@ -180,6 +180,7 @@ def run_experiment(
             runs_root=runs_root,
             progress=show,
             precision=precision,
+            classes=exp.synthesis.condense_classes,  # a run condensing a few classes needs no other class's rows
         )
 
     bank, bank_dir = load_bank(teacher, trec, show=progress)

@@ -65,16 +65,23 @@ def real_embedding_bank(
     cache: str | Path | None = None,
     progress: bool = False,
     precision: str = "fp32",
+    classes: int | None = None,
 ) -> RealBank:
     """Embed up to ``per_class`` random real images of every class (seeded, :func:`class_samples`), cached at
     ``cache`` if given. Images are decoded a batch at a time (:func:`embed_samples`), ``workers`` processes at once;
-    ``precision``: the forward pass's (:func:`dire.nets.speed.autocast`), embeddings are float32 either way."""
+    ``precision``: the forward pass's (:func:`dire.nets.speed.autocast`), embeddings are float32 either way.
+    ``classes``: only the first ``classes`` classes (a run that condenses only those, ``condense_classes``); the
+    others get no rows, and using them is refused. None: all."""
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1; got {per_class}")
+    if classes is not None and classes < 1:
+        raise ValueError(f"classes must be >= 1 or None (all); got {classes}")
     if cache is not None and Path(cache).exists():
         saved = load(cache)
         return RealBank.from_padded(saved["emb"], saved["count"])
     samples = class_samples(dataset, per_class, seed=seed)
+    if classes is not None:  # the same draw for the classes kept, so their rows equal the full bank's
+        samples = [idx if c < classes else idx[:0] for c, idx in enumerate(samples)]
     per = embed_samples(
         teacher,
         dataset,
@@ -109,13 +116,17 @@ def cached_bank(
     runs_root: str | Path | None = None,
     progress: bool = False,
     precision: str = "fp32",
+    classes: int | None = None,
 ) -> tuple[RealBank, Path]:
     """The bank of a cached teacher (``get_teacher``'s model and record), stored in its run folder
-    ``<runs>/bank/<hash of (teacher config, per_class[, precision])>/bank.pt``; returns the bank and that folder.
-    ``precision`` enters the key only when it resolves to bf16 (:func:`dire.nets.speed.precision_key`)."""
+    ``<runs>/bank/<hash of (teacher config, per_class[, precision][, classes])>/bank.pt``; returns the bank and
+    that folder. ``precision`` enters the key only when it resolves to bf16 (:func:`dire.nets.speed.precision_key`),
+    ``classes`` (:func:`real_embedding_bank`) only when set."""
     from dire.runs import config_hash, lock, run_dir
 
     key = {"teacher": config_hash(teacher_record["config"]), "per_class": per_class}
+    if classes is not None:
+        key["classes"] = classes
     folder = run_dir("bank", {**key, **precision_key(precision, device)}, root=runs_root)
     with lock(folder):  # one process embeds; the others wait, then read bank.pt
         bank = real_embedding_bank(
@@ -126,5 +137,6 @@ def cached_bank(
             cache=folder / "bank.pt",
             progress=progress,
             precision=precision,
+            classes=classes,
         )
     return bank, folder

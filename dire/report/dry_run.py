@@ -5,7 +5,8 @@ class count (:mod:`dire.data.standin`), with budgets cut to a step or two. It fi
 
 What the dry run changes, and nothing else (:func:`dry_run_params`):
 
-- budgets: the caps in :data:`CUTS` (steps, epochs, IPC 10, one seed, one 3-epoch MTT expert, ...), applied to
+- budgets: the caps in :data:`CUTS` (steps, epochs, IPC 10, one seed, one 3-epoch MTT expert, G-VBSM's statistics
+  over 32 images, ...), applied to
   every value of those names, nested ones included (``method_overrides``, ``dataset_overrides``);
 - ``condense_classes = 2`` and ``teacher_overrides = {"epochs": 1, "batch_size": 32}``: two classes condensed
   per set, teachers trained one epoch on the stand-ins in batches that fit a CPU machine's memory; MTT's
@@ -52,6 +53,9 @@ TEACHER_EPOCHS = 1
 # MobileNetV2 and EfficientNet-B0 keep a stride-1 stem at 64 px, so a Tiny-ImageNet teacher batch of 256 (the
 # recipe's) peaked at 20 GB of host memory here; the dry run's stand-in sets need no more than 32 per batch
 TEACHER_BATCH = 32
+# G-VBSM: real images its Conv statistics average over (the paper: the whole training set, 1 000 images of each
+# stand-in class of ImageNet, a forward pass through each of its five teachers)
+STATS_IMAGES = 32
 EXPERT_EPOCHS = 3  # MTT: max_start_epoch 1 - 1 + expert_epochs (2 or 3 in MTT_SETTINGS)
 # stand-in sizes: every class one image (two on CIFAR, for a validation split), the condensed ones ten
 STANDIN_SIZES = {"cifar10": 2, "cifar100": 2, "tiny-imagenet": 1, "imagenet": 1}
@@ -134,7 +138,8 @@ def dry_run_params(params: Mapping, known: set[str], root: Path) -> dict:
         # stand-in experts barely move, so the trajectory-normalised loss sends a learnable lr anywhere (seen:
         # -2e10 after two steps); the dry run keeps syn_lr at its start
         mtt["lr_lr"] = 0.0
-        out["method_overrides"] = {**out.get("method_overrides", {}), "mtt": mtt}
+        gvbsm = {**out.get("method_overrides", {}).get("gvbsm", {}), "stats_images": STATS_IMAGES}
+        out["method_overrides"] = {**out.get("method_overrides", {}), "mtt": mtt, "gvbsm": gvbsm}
     return out
 
 
