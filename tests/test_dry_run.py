@@ -2,6 +2,7 @@
 budget cuts that reach nested settings, stand-in pretrained weights in torchvision's layout, and (slow) the
 whole paper profile end to end on them."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from dire.data import load_dataset
 from dire.data.standin import write_standin
 from dire.nets.models import build_model
 from dire.nets.pretrained import load_into, resolve
-from dire.report.dry_run import CUTS, cut_budgets, dry_run_params, standin_weights
+from dire.report.dry_run import CUTS, STATS_IMAGES, cut_budgets, dry_run_params, standin_weights
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,6 +63,20 @@ def test_dry_run_params_move_every_output_under_the_dry_run_folder(tmp_path):
     for key in ("data_root", "runs_root", "figures_root"):
         assert Path(out[key]).is_relative_to(tmp_path)
     assert "selection_out" not in out and "download" not in out  # only the notebook's own parameters
+
+
+def test_dry_run_caps_the_budgets_methods_take_from_their_own_rows(tmp_path):
+    from dire.synthesis.dwa import DWA
+    from dire.synthesis.mtt import MTT, mtt_settings
+
+    assert mtt_settings("tiny-imagenet", 10)["syn_steps"] > CUTS["syn_steps"] and DWA().steps > CUTS["steps"]
+    params = {"method_overrides": {"dwa": {"steps": 1, "lr": 0.3}, "cda": {"r_bn": 0.05}}}
+    out = dry_run_params(params, {"method_overrides"}, tmp_path)["method_overrides"]
+    assert out["dwa"] == {"steps": 1, "lr": 0.3}  # below the cap: kept
+    assert out["mtt"]["syn_steps"] == CUTS["syn_steps"] and out["mtt"]["max_start_epoch"] == CUTS["max_start_epoch"]
+    assert out["mtt"]["lr_lr"] == 0.0 and out["gvbsm"]["stats_images"] == STATS_IMAGES
+    assert out["cda"] == {"r_bn": 0.05} and "sre2l" not in out  # methods without such settings are left alone
+    assert {f for f in out["mtt"] if f in CUTS} <= {f.name for f in dataclasses.fields(MTT)}
 
 
 def test_standin_weights_have_torchvisions_layout_and_load_into_our_model(tmp_path):

@@ -6,8 +6,8 @@ class count (:mod:`dire.data.standin`), with budgets cut to a step or two. It fi
 What the dry run changes, and nothing else (:func:`dry_run_params`):
 
 - budgets: the caps in :data:`CUTS` (steps, epochs, IPC 10, one seed, one 3-epoch MTT expert, G-VBSM's statistics
-  over 32 images, ...), applied to
-  every value of those names, nested ones included (``method_overrides``, ``dataset_overrides``);
+  over 32 images, ...), applied to every value of those names, nested ones included (``method_overrides``,
+  ``dataset_overrides``), and to the methods' own settings of those names, which their per-dataset rows set;
 - ``condense_classes = 2`` and ``teacher_overrides = {"epochs": 1, "batch_size": 32}``: two classes condensed
   per set, teachers trained one epoch on the stand-ins in batches that fit a CPU machine's memory; MTT's
   learnable lr frozen (``lr_lr = 0``: stand-in experts barely move);
@@ -132,15 +132,30 @@ def dry_run_params(params: Mapping, known: set[str], root: Path) -> dict:
     }
     out |= {k: v for k, v in extra.items() if k in known}
     if "method_overrides" in known:
-        mtt = dict(out.get("method_overrides", {}).get("mtt", {}))
-        mtt["experts"] = {**mtt.get("experts", {}), "num_experts": 1, "epochs": EXPERT_EPOCHS}
-        mtt["max_start_epoch"] = CUTS["max_start_epoch"]
-        # stand-in experts barely move, so the trajectory-normalised loss sends a learnable lr anywhere (seen:
-        # -2e10 after two steps); the dry run keeps syn_lr at its start
-        mtt["lr_lr"] = 0.0
-        gvbsm = {**out.get("method_overrides", {}).get("gvbsm", {}), "stats_images": STATS_IMAGES}
-        out["method_overrides"] = {**out.get("method_overrides", {}), "mtt": mtt, "gvbsm": gvbsm}
+        out["method_overrides"] = _method_cuts(out.get("method_overrides", {}))
     return out
+
+
+def _method_cuts(overrides: Mapping[str, Mapping]) -> dict[str, dict]:
+    """``overrides`` with every method's own budget fields (a :data:`CUTS` name among its settings, e.g. DWA's
+    ``steps`` or MTT's ``syn_steps``) capped: a method takes those from its published per-dataset row (MTT's
+    Tiny-ImageNet row unrolls 20 student steps over 200 images), which the profile's cut values never reach."""
+    import dataclasses
+
+    from dire.synthesis import METHODS
+
+    out = {name: dict(own) for name, own in overrides.items()}
+    for name, method in METHODS.items():
+        own = out.setdefault(name, {})
+        for f in dataclasses.fields(method):
+            if f.name in CUTS:
+                own[f.name] = min(own.get(f.name) or CUTS[f.name], CUTS[f.name])
+    out["mtt"]["experts"] = {**out["mtt"].get("experts", {}), "num_experts": 1, "epochs": EXPERT_EPOCHS}
+    # stand-in experts barely move, so the trajectory-normalised loss sends a learnable lr anywhere (seen:
+    # -2e10 after two steps); the dry run keeps syn_lr at its start
+    out["mtt"]["lr_lr"] = 0.0
+    out["gvbsm"]["stats_images"] = STATS_IMAGES
+    return {name: own for name, own in out.items() if own}
 
 
 def write_standins(names: set[str], root: Path) -> None:
