@@ -208,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="every notebook at a step or two on stand-in data of the true shapes; outputs in build/<profile>-dry-run/",
     )
     rep.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="notebooks run at once, each in its own process (its share of the CPU threads, or its own GPU); "
+        "output is not streamed",
+    )
+    rep.add_argument(
         "--quiet",
         action="store_true",
         help="no streamed progress, per-experiment lines or time estimates; only failures and the index",
@@ -405,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                 log=print,
                 extra=extra,
                 dry_run=args.dry_run,
+                jobs=args.jobs,
             )
             failed = [r.name for r in runs if not r.ok]
             return 1 if failed else 0

@@ -134,6 +134,39 @@ def test_failing_notebook_is_named_with_its_cell_and_others_still_run(tmp_path, 
     assert "progress is True" in capsys.readouterr().out
 
 
+def test_notebooks_in_two_processes_give_the_serial_runs_with_a_share_of_the_threads(tmp_path):
+    import os
+
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    for name, body in (("01_bad", "raise RuntimeError('broken on purpose')"), ("02_good", "x = 1"), ("03_good", "")):
+        nb = new_notebook(
+            cells=[
+                new_code_cell('value: int = 1\nprofile: str = "smoke"\ndevice: str = "cpu"\nprogress: bool = True'),
+                new_code_cell(body),
+                new_code_cell("import os; print('threads', os.environ.get('OMP_NUM_THREADS'))"),
+            ]
+        )
+        nb.cells[0].metadata["tags"] = ["parameters"]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.metadata["language_info"] = {"name": "python"}
+        nbformat.write(nb, nb_dir / f"{name}.ipynb")
+    logs = []
+    runs = reproduce("smoke", notebooks=nb_dir, quiet=True, log=logs.append, jobs=2)
+    assert [(r.name, r.ok) for r in runs] == [("01_bad", False), ("02_good", True), ("03_good", True)]
+    assert "broken on purpose" in runs[0].error and "01_bad: FAILED" in logs[0]
+    share = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    for name in ("02_good", "03_good"):
+        executed = nbformat.read(tmp_path / "build" / "smoke" / f"{name}.ipynb", as_version=4)
+        assert executed.cells[-1].outputs[0]["text"].strip() == f"threads {share}"
+    assert set(read_timings(tmp_path / "build" / "smoke")) == {"02_good", "03_good"}
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        reproduce("smoke", notebooks=nb_dir, jobs=0)
+
+
 def test_unknown_profile_parameter_is_rejected_before_running(tmp_path):
     run = run_notebook("02_ablation", profile="smoke", build=tmp_path, extra={"not_a_parameter": 1})
     assert not run.ok and "unknown parameter(s) ['not_a_parameter']" in run.error

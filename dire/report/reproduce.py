@@ -21,7 +21,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -83,6 +84,16 @@ def kernel_transport(folder: str | Path) -> str:
     return "ipc" if os.name == "posix" and len(str(longest).encode()) < 100 else "tcp"
 
 
+def kernel_sockets(folder: str | Path) -> dict:
+    """The kernel manager's socket settings (:func:`kernel_transport`). With ``"ipc"`` the sockets get a name of
+    their own in ``folder``: by default every kernel's are ``kernel-ipc-1..5`` in its working folder, so two
+    notebooks running at once (``jobs > 1``) would connect to each other's kernel."""
+    transport = kernel_transport(folder)
+    if transport != "ipc":
+        return {"transport": transport}
+    return {"transport": "ipc", "ip": str(Path(folder) / f"kernel-{uuid.uuid4()}-ipc")}
+
+
 def run_notebook(
     name: str,
     *,
@@ -129,7 +140,7 @@ def run_notebook(
             stderr_file=None if quiet else stderr or sys.stderr,
             coalesce_streams=True,  # the saved notebook keeps a bar's last state, not every redraw
             # the kernel's connection file, and so its sockets, go to the temporary folder
-            config=Config({"KernelManager": {"transport": kernel_transport(tempfile.gettempdir())}}),
+            config=Config({"KernelManager": kernel_sockets(tempfile.gettempdir())}),
         )
         return NotebookRun(name, True, time.perf_counter() - start, output)
     except Exception as exc:  # a failing notebook must not stop the others
@@ -190,6 +201,60 @@ def record_timing(build: Path, run: NotebookRun, device: str) -> None:
     atomic_write_text(build / "timings.json", json.dumps(timings, indent=2, sort_keys=True) + "\n")
 
 
+def _start_notebook_worker(threads: int, gpus) -> None:
+    """A worker's kernels inherit its environment: its share of the cores, or its own GPU."""
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def run_notebooks_parallel(
+    names: Sequence[str],
+    given: dict[str, dict],
+    *,
+    jobs: int,
+    profile: str,
+    device: str = "cpu",
+    notebooks: Path = NOTEBOOKS,
+    build: Path | None = None,
+) -> Iterator[NotebookRun]:
+    """Run ``names`` (``given[name]``: each one's extra parameters) over ``jobs`` worker processes, started in
+    ``names``' order, quiet; yields the runs as they finish. On a machine with GPUs each worker's kernels see one
+    GPU (``CUDA_VISIBLE_DEVICES``, round robin, and ``device`` "cuda" means it); on a CPU each gets ``cores // jobs``
+    threads (``OMP_NUM_THREADS``)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")  # a clean interpreter per worker
+    gpus = None
+    if device.startswith("cuda"):
+        import torch
+
+        gpus = context.Queue()
+        for i in range(jobs):
+            gpus.put(i % max(torch.cuda.device_count(), 1))
+        device = "cuda"
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    with ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_start_notebook_worker, initargs=(threads, gpus)
+    ) as pool:
+        futures = [
+            pool.submit(
+                run_notebook,
+                name,
+                profile=profile,
+                device=device,
+                notebooks=notebooks,
+                build=build,
+                extra=given[name],
+                quiet=True,
+            )
+            for name in names
+        ]
+        yield from (f.result() for f in as_completed(futures))
+
+
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -234,6 +299,7 @@ def reproduce(
     log: Callable[[str], None] = print,
     extra: dict | None = None,
     dry_run: bool = False,
+    jobs: int = 1,
 ) -> list[NotebookRun]:
     """Run the profile's notebooks (all, or ``only``), then write the HTML index. Unless ``quiet``, each
     notebook's output is streamed and an estimate of the time left is logged before it; with ``quiet`` only
@@ -241,7 +307,13 @@ def reproduce(
     (e.g. ``{"deterministic": True}``).
 
     ``dry_run``: the profile at a step or two on stand-in data, everything under ``build/<profile>-dry-run/``
-    (:mod:`dire.report.dry_run`)."""
+    (:mod:`dire.report.dry_run`).
+
+    ``jobs > 1`` runs that many notebooks at once (:func:`run_notebooks_parallel`), the longest by earlier runs
+    first; their output is not streamed, each finish is logged. They share ``runs/`` through its folder locks,
+    so an experiment two notebooks need is computed once, and the tables are those of ``jobs=1``."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1; got {jobs}")
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
     names = list_notebooks(notebooks)
@@ -252,18 +324,33 @@ def reproduce(
         names = [n for n in names if n in set(only)]
     build = notebooks.parent / "build" / (f"{profile}-dry-run" if dry_run else profile)
     timings = read_timings(build)
-    runs = []
-    for i, name in enumerate(names, 1):
-        if not quiet:
-            log(f"[{i}/{len(names)}] {name} ({profile}, {device}): {estimate_left(names[i - 1 :], timings, device)}")
-        given = {**(_dry_run(profile, name, notebooks, build) if dry_run else {}), **(extra or {})}
-        run = run_notebook(
-            name, profile=profile, device=device, notebooks=notebooks, build=build, quiet=quiet, extra=given
-        )
+
+    def finished(i: int, run: NotebookRun) -> NotebookRun:
         record_timing(build, run, device)
         if not quiet or not run.ok:
-            log(f"[{i}/{len(names)}] {name}: {'ok' if run.ok else 'FAILED at ' + run.error} ({run.seconds:.1f} s)")
-        runs.append(run)
+            log(f"[{i}/{len(names)}] {run.name}: {'ok' if run.ok else 'FAILED at ' + run.error} ({run.seconds:.1f} s)")
+        return run
+
+    def params(name: str) -> dict:
+        return {**(_dry_run(profile, name, notebooks, build) if dry_run else {}), **(extra or {})}
+
+    runs = []
+    if jobs > 1:
+        given = {n: params(n) for n in names}  # stand-ins written here first: workers must not write one twice
+        if not quiet:
+            log(f"{len(names)} notebooks in {jobs} processes: {estimate_left(names, timings, device)}")
+        longest_first = sorted(names, key=lambda n: -timings.get(n, {}).get("seconds", float("inf")))
+        done = run_notebooks_parallel(
+            longest_first, given, jobs=jobs, profile=profile, device=device, notebooks=notebooks, build=build
+        )
+        runs = sorted((finished(i, r) for i, r in enumerate(done, 1)), key=lambda r: names.index(r.name))
+    for i, name in enumerate(names if jobs == 1 else [], 1):
+        if not quiet:
+            log(f"[{i}/{len(names)}] {name} ({profile}, {device}): {estimate_left(names[i - 1 :], timings, device)}")
+        run = run_notebook(
+            name, profile=profile, device=device, notebooks=notebooks, build=build, quiet=quiet, extra=params(name)
+        )
+        runs.append(finished(i, run))
     from dire.report.dry_run import OUTPUT
 
     index = write_index(
