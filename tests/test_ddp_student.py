@@ -1,12 +1,12 @@
-"""One soft-label student trained across two ranks with DDP (``evaluate_synthetic(..., ddp=True)`` under
-torchrun) against the same seed's student of one plain process, the independent reference.
+"""One student trained across two ranks with DDP (``evaluate_synthetic`` or ``evaluate_dc`` with ``ddp=True``
+under torchrun) against the same seed's student of one plain process, the independent reference.
 
 The runs are real: ``python -m torch.distributed.run --standalone --nproc_per_node 2`` (gloo on the CPU), one
 thread per process, on 200 real digits (20 per class) standing in for a synthetic set, labelled by a ConvNet-BN
-teacher. The student is a ConvNet-BN, so its BatchNorm layers run over the global batch
-(:class:`dire.distributed.GlobalBatchNorm`). The two students cannot be bit-equal (the ranks' convolutions and
-sums see half batches and add in another order), so they are compared to tolerances measured in
-docs/distributed.md: weights, per-epoch training loss and test accuracy.
+teacher (soft labels) or by their own labels (the DC protocol). The student is a ConvNet-BN, so its BatchNorm
+layers run over the global batch (:class:`dire.distributed.GlobalBatchNorm`). The two students cannot be
+bit-equal (the ranks' convolutions and sums see half batches and add in another order), so they are compared to
+tolerances measured in docs/distributed.md: weights, per-epoch training loss and test accuracy.
 """
 
 from __future__ import annotations
@@ -33,17 +33,19 @@ import torch
 torch.set_num_threads(1)
 from dire.data import load_dataset, to_uint8
 from dire.nets.teacher import get_teacher
+import torch.nn.functional as F
+import dire.evaluation.dc as dc
 import dire.evaluation.soft as soft
 
 spec = json.loads(sys.argv[1])
 rank = int(os.environ.get("RANK", "0"))
-teacher, _ = get_teacher("digits", "convnet_bn", recipe="cpu", seed=0, runs_root=spec["runs_root"], progress=False)
 train, test = load_dataset("digits"), load_dataset("digits", split="test")
 idx = torch.cat([train.class_indices(c)[:20] for c in range(10)])
 synthetic = {"images": to_uint8(train.batch(idx)[0], train.info), "labels": train.targets[idx]}
 
 losses, students = [], []  # [slice size, loss] per step; the student built (before training)
-loss, build = soft.soft_label_loss, soft.build_model
+loss = soft.soft_label_loss if spec["protocol"] == "soft" else F.cross_entropy
+build = soft.build_model
 
 def logged_loss(student_logits, *args):
     value = loss(student_logits, *args)
@@ -55,10 +57,17 @@ def kept_model(*args, **kwargs):
     students.append((model, {name: t.clone() for name, t in model.state_dict().items()}))
     return model
 
-soft.soft_label_loss, soft.build_model = logged_loss, kept_model
-result = soft.evaluate_synthetic(synthetic, teacher=teacher, test_set=test, seeds=[0], arch="convnet_bn",
-                                 epochs=spec["epochs"], batch_size=spec["batch_size"], ddp=True,
-                                 cache_key={"test": "ddp"}, runs_root=spec["runs_root"])  # fmt: skip
+common = dict(test_set=test, seeds=[0], arch="convnet_bn", epochs=spec["epochs"], batch_size=spec["batch_size"],
+              ddp=True, cache_key={"test": "ddp"}, runs_root=spec["runs_root"])  # fmt: skip
+soft.build_model = dc.build_model = kept_model
+if spec["protocol"] == "soft":
+    teacher, _ = get_teacher("digits", "convnet_bn", recipe="cpu", seed=0, runs_root=spec["runs_root"],
+                             progress=False)  # fmt: skip
+    soft.soft_label_loss = logged_loss
+    result = soft.evaluate_synthetic(synthetic, teacher=teacher, **common)
+else:  # hard labels, SGD, DSA on every batch
+    F.cross_entropy = logged_loss
+    result = dc.evaluate_dc(synthetic, **common)
 out = spec["out"]
 with open(f"{out}.losses{rank}", "w") as f:
     json.dump(losses, f)
@@ -69,14 +78,14 @@ if rank == 0:
 EPOCHS, BATCH = 8, 64  # 200 images: batches of 64, 64, 64 and 8 (32/32 and 4/4 per rank), 32 steps in all
 
 
-def train(tmp_path: Path, runs_root: Path, name: str, *, ranks: int = 0) -> dict:
+def train(tmp_path: Path, runs_root: Path, name: str, *, protocol: str = "soft", ranks: int = 0) -> dict:
     """Seed 0's student from one plain process (``ranks=0``) or from ``ranks`` DDP ranks: its initial and final
     weights, its result and its training loss per epoch (the mean over the epoch's batches of each whole
     batch's loss, put together from the ranks' slices)."""
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     out = tmp_path / name
-    spec = {"runs_root": str(runs_root), "epochs": EPOCHS, "batch_size": BATCH, "out": str(out)}
+    spec = {"runs_root": str(runs_root), "epochs": EPOCHS, "batch_size": BATCH, "out": str(out), "protocol": protocol}
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
     env = {k: v for k, v in os.environ.items() if k not in TORCH_ENV}
     env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
@@ -101,27 +110,21 @@ def relative_distance(a: dict, b: dict, reference: dict) -> float:
     return diff / moved
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """The plain process's student, then the two ranks'."""
-    base = tmp_path_factory.mktemp("ddp")
-    one = train(base, base / "runs", "one")  # the teacher is trained here, and loaded by the two ranks
-    two = train(base, base / "runs", "two", ranks=2)  # "ddp": 2 in its key: the one-process result is not reused
-    return one, two
-
-
-def test_ddp_student_matches_the_one_process_student(runs):
-    one, two = runs
+@pytest.mark.parametrize("protocol", ["soft", "dc"])
+def test_ddp_student_matches_the_one_process_student(protocol, tmp_path):
+    one = train(tmp_path, tmp_path / "runs", "one", protocol=protocol)  # trains the teacher the ranks then load
+    two = train(tmp_path, tmp_path / "runs", "two", protocol=protocol, ranks=2)  # "ddp": 2 in its key, not reused
     assert two["sizes"] == [[32, 32]] * 3 + [[4, 4]]  # each rank half of every global batch
     for key, value in one["initial"].items():  # the same start: DDP began from seed 0's weights
         assert torch.equal(value, two["initial"][key]), key
-    # measured (docs/distributed.md): 6e-5, 2e-5 and 0 points; with per-rank BatchNorm instead, 0.43, 0.08 and
-    # 1.7 points. The gap grows as training goes on (0.044, 0.7 % and 0.3 points at 30 epochs)
+    # measured (docs/distributed.md), soft / dc: 6e-5 / 5e-5, 2e-5 / 1e-6 and 0 points; with per-rank BatchNorm
+    # instead, 0.43 / 0.32, 0.08 / 0.05 and 1.7 / 0.3 points. The gap grows as training goes on (soft at 30
+    # epochs: 0.044, 0.7 % and 0.3 points)
     distance = relative_distance(one["final"], two["final"], one["initial"])
     assert distance <= 1e-3, distance
     for epoch, (a, b) in enumerate(zip(one["loss"], two["loss"])):
         assert abs(a - b) <= 1e-3 * a, (epoch, a, b)
-    assert one["loss"][-1] < 0.6 * one["loss"][0]  # the reference learned (x0.52), so agreeing means something
+    assert one["loss"][-1] < 0.7 * one["loss"][0]  # the reference learned (x0.52 / x0.63): agreeing means something
     acc_one, acc_two = (r["result"]["runs"][0]["final"] for r in (one, two))
     assert abs(acc_one - acc_two) <= 1.0 and acc_one > 50.0, (acc_one, acc_two)  # chance: 10 %
     # BatchNorm's running statistics came from the global batches too
