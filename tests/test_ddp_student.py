@@ -152,3 +152,16 @@ def test_a_batch_too_small_for_the_ranks_is_refused_before_training():
         distributed.check_batch_split(129, 64, world=2)  # the last batch holds one image
     with pytest.raises(ValueError, match="has a batch of 2"):
         distributed.check_batch_split(2, 64, world=4)
+
+
+def test_ddp_enters_keys_only_under_torchrun(monkeypatch):
+    from dire.evaluation.common import ddp_key
+    from dire.experiments.config import Experiment
+
+    for name in TORCH_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert ddp_key(True) == {} and ddp_key(False) == {}  # one process: every student key as before
+    assert "student_ddp" not in Experiment().config()  # an added field: absent from keys at its default
+    assert Experiment(student_ddp=True).config()["student_ddp"] is True
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert ddp_key(True) == {"ddp": 2} and ddp_key(False) == {}  # ranks splitting seeds keep one-process keys
