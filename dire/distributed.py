@@ -28,6 +28,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 import torch
+import torch.nn as nn
 
 T = TypeVar("T")
 TIMEOUT = timedelta(hours=float(os.environ.get("DIRE_DIST_TIMEOUT_H", "24")))
@@ -126,3 +127,107 @@ def finish() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# One student across the ranks (DistributedDataParallel): every rank draws and augments the same global batch,
+# then trains on its own contiguous slice of it.
+
+
+def batch_slice(n: int, rank: int, world: int) -> slice:
+    """Rank ``rank``'s part of a global batch of ``n`` split over ``world`` ranks: contiguous, the ranks' parts
+    disjoint and covering the batch in order, their sizes differing by at most one (the first ``n % world``
+    ranks take one more), as ``torch.tensor_split``."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in 0..{world - 1}")
+    size, extra = divmod(n, world)
+    start = rank * size + min(rank, extra)
+    return slice(start, start + size + (rank < extra))
+
+
+def my_part(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """This rank's slice of a global batch ``(x, y)`` and its loss weight ``world * slice / batch``: DDP
+    averages the ranks' gradients, so the weighted per-slice mean losses average to the whole batch's mean
+    loss, however the batch splits."""
+    part = batch_slice(len(x), rank(), world_size())
+    return x[part], y[part], world_size() * (part.stop - part.start) / len(x)
+
+
+def check_batch_split(set_size: int, batch_size: int, *, world: int | None = None) -> None:
+    """Every batch of a ``set_size`` set cut in batches of ``batch_size`` gives each of ``world`` ranks at least
+    one image (a rank with none has no loss to take part in DDP's gradient average with): raises otherwise."""
+    w = world_size() if world is None else world
+    sizes = {min(batch_size, set_size), set_size % batch_size or batch_size}  # a full batch and the last one
+    if min(sizes) < w:
+        raise ValueError(
+            f"a DDP student over {w} ranks needs at least {w} images in every batch; a set of {set_size} in "
+            f"batches of {batch_size} has a batch of {min(sizes)}: use fewer ranks, another batch size, or "
+            "ddp=False (the ranks then split the seeds)"
+        )
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch, over all ranks (``nn.SyncBatchNorm``
+    for the CPU, where DDP refuses it): the sums are all-reduced with autograd, so the gradient is the one of
+    the whole batch too. The running statistics follow the global ones, so they are the same on every rank. In
+    eval mode, or without a process group, it is the ordinary BatchNorm."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected a batch [N, C, ...]; got shape {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+        from torch.distributed.nn.functional import all_reduce
+
+        if not (self.training and dist.is_initialized()):
+            return super().forward(x)
+        dims, shape = [0, *range(2, x.dim())], (1, -1, *[1] * (x.dim() - 2))
+        count = torch.tensor([x.numel() // x.shape[1]], dtype=x.dtype, device=x.device)
+        total = all_reduce(torch.cat([x.sum(dims), count]))
+        n = total[-1]
+        mean = total[:-1] / n
+        centred = x - mean.view(shape)
+        var = all_reduce(centred.square().sum(dims)) / n  # two passes, as BatchNorm itself: no E[x²] - E[x]²
+        if self.track_running_stats and self.running_mean is not None:
+            self._update_running(mean.detach(), var.detach() * n / (n - 1).clamp(min=1))
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+    @torch.no_grad()
+    def _update_running(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
+        self.num_batches_tracked += 1
+        momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        self.running_mean.lerp_(mean, momentum)
+        self.running_var.lerp_(unbiased_var, momentum)
+
+
+def global_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` with every BatchNorm layer computing global-batch statistics: ``nn.SyncBatchNorm`` on CUDA,
+    :class:`GlobalBatchNorm` elsewhere. Layers are replaced in place; the new ones hold the very parameters
+    and buffers of the old (an optimiser made before keeps working, state dict keys are unchanged)."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    out = module
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        out = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine)
+        out.track_running_stats = module.track_running_stats
+        if module.affine:
+            out.weight, out.bias = module.weight, module.bias
+        out.running_mean, out.running_var = module.running_mean, module.running_var
+        out.num_batches_tracked = module.num_batches_tracked
+        out.train(module.training)
+    for name, child in module.named_children():
+        out.add_module(name, global_batchnorm(child, device))
+    return out
+
+
+def ddp_model(model: nn.Module, device: str | torch.device = "cpu") -> nn.Module:
+    """``model`` (its BatchNorm layers made global: :func:`global_batchnorm`) wrapped in
+    ``DistributedDataParallel``, which starts it from rank 0's weights and averages gradients over the ranks;
+    ``model`` itself outside torchrun. Forward passes go through the wrapper; ``model`` keeps the weights."""
+    if not active():
+        return model
+    device = setup(device)
+    model = global_batchnorm(model, device)
+    ids = [device] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)

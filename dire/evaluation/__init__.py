@@ -42,6 +42,7 @@ class Students:
     runs_root: str | Path | None = None
     progress: bool = False  # a progress bar per student
     precision: str = "fp32"  # autocast of student training and scoring: fp32, bf16 or auto (dire.nets.speed)
+    ddp: bool = False  # under torchrun: the ranks train each seed's student together (DDP), not one seed each
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class SoftLabels(Protocol):
             runs_root=s.runs_root,
             progress=s.progress,
             precision=s.precision,
+            ddp=s.ddp,
         )
 
 
@@ -90,6 +92,7 @@ class HardLabelsDC(Protocol):
             runs_root=s.runs_root,
             progress=s.progress,
             precision=s.precision,
+            ddp=s.ddp,
             **overrides,
         )
 

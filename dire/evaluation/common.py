@@ -3,6 +3,7 @@ cached per-seed loop."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import statistics
@@ -113,6 +114,12 @@ def paired_difference(treated: Sequence[float], baseline: Sequence[float], *, co
     return {"delta": delta, "low": low, "high": high, "n": n, "excludes_zero": bool(low > 0 or high < 0)}
 
 
+def ddp_key(ddp: bool) -> dict:
+    """What a student's cache key adds for ``ddp``: ``{"ddp": world size}`` when the ranks of torchrun train it
+    together, nothing otherwise (so every key of one process, or of ranks splitting the seeds, is unchanged)."""
+    return {"ddp": distributed.world_size()} if ddp and distributed.active() else {}
+
+
 def per_seed(
     seeds: Sequence[int],
     train: Callable[[int, Path | None], dict],
@@ -121,6 +128,7 @@ def per_seed(
     config: dict | None = None,
     runs_root: str | Path | None = None,
     digest: str | None = None,
+    together: bool = False,
 ) -> dict:
     """``train(seed, checkpoint)`` for each seed; returns ``{"final", "best"}`` as mean ± std and the ``runs``.
 
@@ -129,7 +137,9 @@ def per_seed(
     split them (one lock per seed), and the result records ``digest`` (:func:`synthetic_digest`): a cached
     result whose set had other pixels is trained again. Under torchrun each rank trains its static share of the
     seeds (:func:`dire.distributed.my_share`: one seed per rank when there are as many ranks as seeds) and,
-    after a barrier, every rank reads all the results; uncached (no ``config``), every rank trains them all."""
+    after a barrier, every rank reads all the results; uncached (no ``config``), every rank trains them all.
+    With ``together`` (a DDP student, ``train`` run by every rank at once) the ranks take every seed in turn,
+    rank 0 holding its lock and writing its result."""
     check_seeds(seeds)
     if config is None:
         runs = [{"seed": seed, **train(seed, None)} for seed in seeds]
@@ -140,14 +150,38 @@ def per_seed(
             path = folders[seed] / "result.json"
             return path.exists() and read_json(path).get("synthetic_digest", digest) == digest
 
-        for seed in claim(distributed.my_share(seeds), lambda s: lock(folders[s]), done):
-            result = {"seed": seed, **train(seed, folders[seed] / "checkpoint.pt")}
+        def save(seed: int, result: dict) -> None:
             if digest is not None:
                 result["synthetic_digest"] = digest
             write_json(folders[seed] / "result.json", result)
             (folders[seed] / "checkpoint.pt").unlink(missing_ok=True)
+
+        if together and distributed.active():
+            _together(seeds, train, folders, done, save)
+        else:
+            for seed in claim(distributed.my_share(seeds), lambda s: lock(folders[s]), done):
+                save(seed, {"seed": seed, **train(seed, folders[seed] / "checkpoint.pt")})
         distributed.barrier()  # every rank's seeds are written
         for seed in seeds:  # a kill between writing a result and dropping its checkpoint leaves the checkpoint
             (folders[seed] / "checkpoint.pt").unlink(missing_ok=True)
         runs = [read_json(folders[seed] / "result.json") for seed in seeds]
     return {"final": summarize(r["final"] for r in runs), "best": summarize(r["best"] for r in runs), "runs": runs}
+
+
+def _together(
+    seeds: Sequence[int],
+    train: Callable[[int, Path | None], dict],
+    folders: dict[int, Path],
+    done: Callable[[int], bool],
+    save: Callable[[int, dict], None],
+) -> None:
+    """Every rank trains every seed not done, together; rank 0 holds the seed's lock (other processes sharing
+    ``runs/`` wait for it) and saves the result."""
+    for seed in seeds:
+        with lock(folders[seed]) if distributed.is_main() else contextlib.nullcontext():
+            # rank 0's view decides (the others say True), read under its lock: all ranks skip or train together
+            if distributed.all_true(done(seed) if distributed.is_main() else True):
+                continue
+            result = {"seed": seed, **train(seed, folders[seed] / "checkpoint.pt")}
+            if distributed.is_main():
+                save(seed, result)

@@ -25,11 +25,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` streams it (a widget would not)
 
+import dire.distributed as distributed
 from dire.checks import check_numbers, non_finite
 from dire.data import ImageDataset, from_uint8
 from dire.data.dsa import DSA, STRATEGY
 from dire.data.zca import ZCA
-from dire.evaluation.common import SyntheticPixels, check_synthetic, per_seed, synthetic_digest
+from dire.evaluation.common import SyntheticPixels, check_synthetic, ddp_key, per_seed, synthetic_digest
 from dire.nets.models import build_model
 from dire.nets.speed import autocast, precision_key, prepare_model, to_device
 from dire.nets.train import EpochCheckpoint, accuracy
@@ -98,6 +99,7 @@ def train_dc(
     progress: bool = False,
     checkpoint: Path | None = None,
     precision: str = "fp32",
+    ddp: bool = False,
 ) -> dict:
     """One network: returns ``{"final": acc, "best": acc, "history": [...], "lr": lr}`` (accuracy in %).
 
@@ -105,9 +107,12 @@ def train_dc(
     are whitened with it. ``checkpoint``: a file for epoch checkpoints (:class:`~dire.nets.train.EpochCheckpoint`),
     from which a killed run resumes. ``precision``: autocast of the forward pass and loss, and of the test
     evaluations (:func:`dire.nets.speed.autocast`); ZCA whitening (training and test images) and DSA stay
-    float32.
+    float32. ``ddp`` (under torchrun; ignored outside it): every rank calls this with the same arguments and
+    they train one network together, as :func:`dire.nets.train.fit` does (DSA on the whole batch, then each
+    rank its slice); rank 0 alone writes ``checkpoint``.
     """
     protocol.validate()
+    ddp = ddp and distributed.active()
     info = test_set.info
     images, labels = check_synthetic(synthetic, info)
     lr = learning_rate(synthetic, protocol)
@@ -126,11 +131,14 @@ def train_dc(
             whitened = zca(from_uint8(images, info).to(device))
         x_all = _Whitened(whitened)
         tested = nn.Sequential(_Float32(zca), net)  # test images whitened as the training set was: in float32
+    if ddp:
+        distributed.check_batch_split(len(x_all), protocol.batch_size)
     augment = DSA(protocol.dsa_strategy) if protocol.dsa else None
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay)
     saver = EpochCheckpoint(checkpoint, net, generator)
     start, history = saver.restore(optimizer, device)
+    trained = distributed.ddp_model(net, device) if ddp else net  # after restore: DDP starts from rank 0's weights
     epochs = range(start, protocol.epochs)
     for epoch in tqdm(epochs, desc=f"dc eval {arch} seed {seed}", unit="epoch", disable=not progress):
         finite = torch.ones((), dtype=torch.bool, device=device)
@@ -139,21 +147,26 @@ def train_dc(
         order = torch.randperm(len(x_all), generator=generator).to(device)
         for i in range(0, len(order), protocol.batch_size):
             idx = order[i : i + protocol.batch_size]
-            x = x_all.batch(idx)
+            x, y = x_all.batch(idx), y_all[idx]
             if augment is not None:
                 x = augment(x, generator=generator)
+            if ddp:
+                x, y, weight = distributed.my_part(x, y)
             with autocast(device, precision):
-                loss = F.cross_entropy(net(x).float(), y_all[idx])
+                loss = F.cross_entropy(trained(x).float(), y)
+            if ddp:
+                loss = loss * weight
             finite &= torch.isfinite(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        if not bool(finite):
+        if not (distributed.all_true(bool(finite)) if ddp else bool(finite)):  # every rank stops, or none
             raise non_finite(f"DC student {arch} seed {seed}", f"epoch {epoch + 1} of {protocol.epochs}", lr=lr)
         last = epoch + 1 == protocol.epochs
         if last or (protocol.eval_every and (epoch + 1) % protocol.eval_every == 0):
             history.append({"epoch": epoch + 1, "acc": accuracy(tested, test_set, device=device, precision=precision)})
-        saver(epoch, optimizer, history)
+        if distributed.is_main() or not ddp:  # one writer of a shared network
+            saver(epoch, optimizer, history)
     return {"final": history[-1]["acc"], "best": max(h["acc"] for h in history), "history": history, "lr": lr}
 
 
@@ -183,12 +196,14 @@ def evaluate_dc(
     runs_root: str | Path | None = None,
     progress: bool = False,
     precision: str = "fp32",
+    ddp: bool = False,
     **protocol_overrides,
 ) -> dict:
     """Networks over ``seeds`` with the DC protocol; with ``cache_key`` each seed's result is cached under
     ``run_dir("student_dc", ...)``, so a rerun resumes. ``protocol_overrides`` replace fields of
     ``protocol`` (e.g. ``epochs=300``). ``precision`` (:func:`dire.nets.speed.autocast`) enters the cache key
-    only when it resolves to bf16.
+    only when it resolves to bf16. ``ddp``: all ranks of torchrun train each seed's network together
+    (:func:`train_dc`), recorded in the key as :func:`dire.evaluation.soft.evaluate_synthetic` does.
 
     Returns ``{"final": {mean, std, n}, "best": {mean, std, n}, "runs": [...], "protocol": "dc"}``.
     """
@@ -205,6 +220,7 @@ def evaluate_dc(
             "lr": learning_rate(synthetic, protocol),
             "zca": zca is not None,
             **precision_key(precision, device),
+            **ddp_key(ddp),
         }
     )
     result = per_seed(
@@ -220,10 +236,12 @@ def evaluate_dc(
             progress=progress,
             checkpoint=checkpoint,
             precision=precision,
+            ddp=ddp,
         ),
         stage="student_dc",
         digest=synthetic_digest(synthetic),
         config=config,
         runs_root=runs_root,
+        together=ddp,
     )
     return {**result, "protocol": "dc"}

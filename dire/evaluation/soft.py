@@ -18,8 +18,9 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` streams it (a widget would not)
 
+import dire.distributed as distributed
 from dire.data import ImageDataset
-from dire.evaluation.common import SyntheticPixels, check_synthetic, per_seed, synthetic_digest
+from dire.evaluation.common import SyntheticPixels, check_synthetic, ddp_key, per_seed, synthetic_digest
 from dire.nets.models import build_model
 from dire.nets.speed import precision_key, prepare_model, to_device
 from dire.nets.train import (
@@ -46,15 +47,22 @@ def train_student(
     progress: bool = False,
     checkpoint: Path | None = None,
     precision: str = "fp32",
+    ddp: bool = False,
     **recipe_overrides,
 ) -> dict:
     """One student: returns ``{"final": acc, "best": acc, "history": [...]}`` (accuracy in %). With
     ``checkpoint`` (a file) it saves its state at epoch ends (:class:`dire.nets.train.EpochCheckpoint`) and
     resumes from it. ``precision``: autocast of the student's and the teacher's forward passes and of the test
-    evaluations (:func:`dire.nets.speed.autocast`)."""
+    evaluations (:func:`dire.nets.speed.autocast`). ``ddp`` (under torchrun; ignored outside it): every rank
+    calls this with the same arguments and they train one student together (:func:`dire.nets.train.fit`), each
+    labelling its slice of every batch with the teacher; rank 0 alone writes ``checkpoint``, every rank
+    resumes from it."""
     recipe = get_recipe(recipe, student=True, **recipe_overrides)
     info = test_set.info
     images, labels = check_synthetic(synthetic, info)
+    ddp = ddp and distributed.active()
+    if ddp:
+        distributed.check_batch_split(len(images), recipe.batch_size)
     torch.manual_seed(seed)
     student = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
     student = prepare_model(student, device)
@@ -91,11 +99,12 @@ def train_student(
         evaluate=lambda: accuracy(student, test_set, device=device, precision=precision),
         start_epoch=start,
         optimizer=optimizer,
-        on_epoch_end=saver,
+        on_epoch_end=saver if distributed.is_main() or not ddp else None,  # one writer of a shared student
         history=history,
         progress=lambda _e: bar.update(),
         stage=f"student {arch} seed {seed}",
         precision=precision,
+        ddp=ddp,
     )
     bar.close()
     return {"final": history[-1]["acc"], "best": max(h["acc"] for h in history), "history": history}
@@ -114,10 +123,14 @@ def evaluate_synthetic(
     runs_root: str | Path | None = None,
     progress: bool = False,
     precision: str = "fp32",
+    ddp: bool = False,
     **recipe_overrides,
 ) -> dict:
     """Students over ``seeds``; with ``cache_key`` each seed's result is cached, so a rerun resumes.
     ``precision`` (:func:`dire.nets.speed.autocast`) enters the cache key only when it resolves to bf16.
+    ``ddp`` (under torchrun; ignored outside it): all ranks train each seed's student together, one seed after
+    another, instead of splitting the seeds (:func:`train_student`); the key then records ``"ddp": world size``,
+    since such a student matches the one-process student only to a tolerance (docs/distributed.md).
 
     Returns ``{"final": {mean, std, n}, "best": {mean, std, n}, "runs": [...]}``.
     """
@@ -131,6 +144,7 @@ def evaluate_synthetic(
             "arch": arch,
             "recipe": recipe_key(recipe),
             **precision_key(precision, device),
+            **ddp_key(ddp),
         }
     )
     return per_seed(
@@ -146,9 +160,11 @@ def evaluate_synthetic(
             progress=progress,
             checkpoint=checkpoint,
             precision=precision,
+            ddp=ddp,
         ),
         stage="student",
         digest=synthetic_digest(synthetic),
         config=config,
         runs_root=runs_root,
+        together=ddp,
     )

@@ -62,6 +62,11 @@ class Experiment:
         default_factory=dict, help="other soft-label recipe fields, e.g. {'lr': 0.001, 'warmup_epochs': 10}"
     )
     student_seeds: tuple[int, ...] = setting((0,), "student seeds")
+    student_ddp: bool = added_field(
+        False,
+        "under torchrun: all ranks train each seed's student together as one DDP model (a large synthetic set, "
+        "few seeds) instead of splitting the seeds; nothing outside torchrun",
+    )
     metric_arch: str | None = setting(None, "evaluator of the metrics beside the teacher (None: the teacher only)")
     protocol: str | None = setting(None, "student protocol: soft or dc (None: the method's own)")
     experts: dict = setting(
@@ -194,6 +199,7 @@ FLAT: dict[str, tuple[str, str]] = {
             "student_epochs",
             "student_overrides",
             "student_seeds",
+            "student_ddp",
             "metric_arch",
             "protocol",
             "experts",

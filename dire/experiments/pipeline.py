@@ -252,6 +252,7 @@ def run_experiment(
         runs_root=runs_root,
         progress=progress,
         precision=precision,
+        ddp=exp.student_ddp,
     )
     acc = protocol.evaluate(synthetic, students)
 

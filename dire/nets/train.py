@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+import dire.distributed as distributed
 from dire.checks import check_numbers, non_finite
 from dire.data.augment import cutmix, mixup, random_crop_pad, random_flip, random_resized_crops
 from dire.nets.speed import autocast, to_device
@@ -367,6 +368,7 @@ def fit(
     stage: str = "training",
     on_batch: Callable[[], None] | None = None,
     precision: str = "fp32",
+    ddp: bool = False,
 ) -> list[dict]:
     """Train ``model`` for ``recipe.epochs``: ``batches(epoch)`` yields (x, y) on ``device``;
     ``loss_fn(logits, x_aug, y)`` gives the loss. Returns the evaluation history
@@ -376,10 +378,18 @@ def fit(
     weights and optimiser state).
 
     A loss that is not finite stops training with :class:`dire.checks.NonFiniteLoss` (naming ``stage`` and
-    the epoch) before that epoch's ``on_epoch_end``, so no checkpoint of a diverged model is written."""
+    the epoch) before that epoch's ``on_epoch_end``, so no checkpoint of a diverged model is written.
+
+    ``ddp`` (under torchrun; ignored outside it): the ranks train ``model`` together as one DDP model
+    (:func:`dire.distributed.ddp_model`; its BatchNorm layers are made global in place). Every rank must get
+    the same ``batches`` and ``generator``: each augments the whole global batch, as one process would, then
+    trains on its slice (:func:`dire.distributed.batch_slice`), its loss weighted by its share of the batch so
+    that DDP's gradient average is the gradient of the whole batch's mean loss."""
     optimizer = optimizer or make_optimizer(model, recipe)
     history = list(history or [])
     model.train()
+    ddp = ddp and distributed.active()
+    net = distributed.ddp_model(model, device) if ddp else model
     for epoch in range(start_epoch, recipe.epochs):
         finite = torch.ones((), dtype=torch.bool, device=device)  # checked once per epoch: no sync per step
         for i, (x, y) in enumerate(batches(epoch)):
@@ -390,15 +400,19 @@ def fit(
                 x = mixup(x, recipe.mixup_alpha, generator)
             if recipe.cutmix_alpha > 0:
                 x = cutmix(x, recipe.cutmix_alpha, generator)
+            if ddp:
+                x, y, weight = distributed.my_part(x, y)
             with autocast(device, precision):
-                loss = loss_fn(model(x).float(), x, y)  # .float(): the loss in float32 (a no-op in fp32)
+                loss = loss_fn(net(x).float(), x, y)  # .float(): the loss in float32 (a no-op in fp32)
+            if ddp:
+                loss = loss * weight
             finite &= torch.isfinite(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if on_batch is not None:
                 on_batch()
-        if not bool(finite):
+        if not (distributed.all_true(bool(finite)) if ddp else bool(finite)):  # every rank stops, or none
             raise non_finite(stage, f"epoch {epoch + 1} of {recipe.epochs}", lr=recipe.lr)
         last = epoch + 1 == recipe.epochs
         if evaluate is not None and (last or (recipe.eval_every and (epoch + 1) % recipe.eval_every == 0)):
