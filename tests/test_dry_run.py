@@ -90,7 +90,8 @@ def test_standin_weights_have_torchvisions_layout_and_load_into_our_model(tmp_pa
 
 @pytest.mark.slow
 def test_the_paper_profile_runs_end_to_end_on_stand_ins(tmp_path):
-    """Every notebook of the paper profile, on the CPU, in a copy of the notebooks (its build/ is the copy's)."""
+    """Every notebook of the paper profile, on the CPU, two at a time (``--jobs 2``, so the parallel runner is
+    exercised too), in a copy of the notebooks (its build/ is the copy's)."""
     import shutil
 
     # the notebooks and their profiles only (a kernel's leftover socket files cannot be copied)
@@ -98,7 +99,8 @@ def test_the_paper_profile_runs_end_to_end_on_stand_ins(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     code = (
         "import sys; from pathlib import Path; from dire.report.reproduce import reproduce; "
-        f"runs = reproduce('paper', dry_run=True, quiet=True, notebooks=Path({str(tmp_path / 'notebooks')!r})); "
+        f"runs = reproduce('paper', dry_run=True, quiet=True, notebooks=Path({str(tmp_path / 'notebooks')!r}), "
+        "jobs=2); "
         "sys.exit(0 if all(r.ok for r in runs) else 1)"
     )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800)
