@@ -20,11 +20,34 @@ from dire.experiments.config import Experiment
 
 
 def _start_worker(threads: int, gpus: multiprocessing.Queue | None) -> None:
-    if gpus is not None:  # before anything touches CUDA, which reads the variable once
+    # before anything touches CUDA or starts a kernel: CUDA reads the variable once, and a notebook's kernel
+    # inherits this environment
+    if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
     import torch
 
     torch.set_num_threads(threads)
+
+
+def worker_pool(jobs: int, device: str = "cpu") -> ProcessPoolExecutor:
+    """``jobs`` spawned worker processes (a clean interpreter each: no forked torch state): on a CUDA ``device``
+    each sees one GPU (``CUDA_VISIBLE_DEVICES``, round robin), on a CPU each gets ``cores // jobs`` threads
+    (also as ``OMP_NUM_THREADS``, for the processes it starts)."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    context = multiprocessing.get_context("spawn")
+    gpus = None
+    if str(device).startswith("cuda"):
+        import torch
+
+        count = torch.cuda.device_count()
+        gpus = context.Queue()
+        for i in range(jobs):
+            gpus.put(i % max(count, 1))
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    return ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(threads, gpus))
 
 
 def _run(exp: Experiment, where: dict) -> None:
@@ -34,22 +57,10 @@ def _run(exp: Experiment, where: dict) -> None:
 
 
 def run_parallel(experiments: Sequence[Experiment], *, jobs: int, device: str = "cpu", **where) -> None:
-    """Run (or load) every experiment over ``jobs`` worker processes; the first error is raised here.
-    ``where``: ``data_root``, ``runs_root``, ``download`` as for ``run_experiment``."""
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    """Run (or load) every experiment over ``jobs`` worker processes (:func:`worker_pool`); the first error is
+    raised here. ``where``: ``data_root``, ``runs_root``, ``download`` as for ``run_experiment``."""
     where = {k: v for k, v in where.items() if k in ("data_root", "runs_root", "download")}
     where = {"device": "cuda" if str(device).startswith("cuda") else device, **where}
-    context = multiprocessing.get_context("spawn")  # a clean interpreter per worker: no forked torch state
-    gpus = None
-    if str(device).startswith("cuda"):
-        import torch
-
-        count = torch.cuda.device_count()
-        gpus = context.Queue()
-        for i in range(jobs):
-            gpus.put(i % max(count, 1))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(threads, gpus)) as pool:
+    with worker_pool(jobs, device) as pool:
         for future in [pool.submit(_run, exp, where) for exp in experiments]:
             future.result()

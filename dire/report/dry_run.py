@@ -149,7 +149,8 @@ def _method_cuts(overrides: Mapping[str, Mapping]) -> dict[str, dict]:
         own = out.setdefault(name, {})
         for f in dataclasses.fields(method):
             if f.name in CUTS:
-                own[f.name] = min(own.get(f.name) or CUTS[f.name], CUTS[f.name])
+                value = own.get(f.name)  # None (the method's row decides) is capped too, as in cut_budgets
+                own[f.name] = CUTS[f.name] if value is None else min(value, CUTS[f.name])
     out["mtt"]["experts"] = {**out["mtt"].get("experts", {}), "num_experts": 1, "epochs": EXPERT_EPOCHS}
     # stand-in experts barely move, so the trajectory-normalised loss sends a learnable lr anywhere (seen:
     # -2e10 after two steps); the dry run keeps syn_lr at its start

@@ -201,14 +201,6 @@ def record_timing(build: Path, run: NotebookRun, device: str) -> None:
     atomic_write_text(build / "timings.json", json.dumps(timings, indent=2, sort_keys=True) + "\n")
 
 
-def _start_notebook_worker(threads: int, gpus) -> None:
-    """A worker's kernels inherit its environment: its share of the cores, or its own GPU."""
-    if gpus is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
-
-
 def run_notebooks_parallel(
     names: Sequence[str],
     given: dict[str, dict],
@@ -223,22 +215,12 @@ def run_notebooks_parallel(
     ``names``' order, quiet; yields the runs as they finish. On a machine with GPUs each worker's kernels see one
     GPU (``CUDA_VISIBLE_DEVICES``, round robin, and ``device`` "cuda" means it); on a CPU each gets ``cores // jobs``
     threads (``OMP_NUM_THREADS``)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
-    context = multiprocessing.get_context("spawn")  # a clean interpreter per worker
-    gpus = None
-    if device.startswith("cuda"):
-        import torch
+    from dire.experiments.jobs import worker_pool
 
-        gpus = context.Queue()
-        for i in range(jobs):
-            gpus.put(i % max(torch.cuda.device_count(), 1))
-        device = "cuda"
-    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
-    with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_start_notebook_worker, initargs=(threads, gpus)
-    ) as pool:
+    device = "cuda" if device.startswith("cuda") else device  # each worker's own GPU
+    with worker_pool(jobs, device) as pool:
         futures = [
             pool.submit(
                 run_notebook,
@@ -334,7 +316,6 @@ def reproduce(
     def params(name: str) -> dict:
         return {**(_dry_run(profile, name, notebooks, build) if dry_run else {}), **(extra or {})}
 
-    runs = []
     if jobs > 1:
         given = {n: params(n) for n in names}  # stand-ins written here first: workers must not write one twice
         if not quiet:
@@ -344,13 +325,16 @@ def reproduce(
             longest_first, given, jobs=jobs, profile=profile, device=device, notebooks=notebooks, build=build
         )
         runs = sorted((finished(i, r) for i, r in enumerate(done, 1)), key=lambda r: names.index(r.name))
-    for i, name in enumerate(names if jobs == 1 else [], 1):
-        if not quiet:
-            log(f"[{i}/{len(names)}] {name} ({profile}, {device}): {estimate_left(names[i - 1 :], timings, device)}")
-        run = run_notebook(
-            name, profile=profile, device=device, notebooks=notebooks, build=build, quiet=quiet, extra=params(name)
-        )
-        runs.append(finished(i, run))
+    else:
+        runs = []
+        for i, name in enumerate(names, 1):
+            if not quiet:
+                left = estimate_left(names[i - 1 :], timings, device)
+                log(f"[{i}/{len(names)}] {name} ({profile}, {device}): {left}")
+            run = run_notebook(
+                name, profile=profile, device=device, notebooks=notebooks, build=build, quiet=quiet, extra=params(name)
+            )
+            runs.append(finished(i, run))
     from dire.report.dry_run import OUTPUT
 
     index = write_index(
