@@ -1,5 +1,6 @@
 """Command line: ``dire condense`` runs one experiment and prints accuracy and diversity; ``dire compare``
 tabulates baseline vs + DiRe over seeds; ``dire sweep`` chooses DiRe's weights on a validation split;
+``dire recipe-search`` chooses a profile's teacher and student recipe on one;
 ``dire reproduce`` runs the notebooks of a profile; ``dire lab`` opens them in JupyterLab.
 
 Every experiment option is generated from :mod:`dire.experiments.config` (its defaults and help come from the
@@ -8,6 +9,7 @@ dataclass fields), so ``dire condense --help`` shows the same defaults as the no
     dire condense --dataset fashion-mnist --method sre2l --dire on --ipc 10 --iterations 500 --seed 0
     dire condense --method mtt --expert-arg num_experts=4 --expert-arg epochs=3
     dire sweep --dataset digits --grid weight=0.1,1.0 --grid r_e=0,0.01 --validation-per-class 10 --out w.json
+    dire recipe-search notebooks/params/recipe_search/fashion-mnist.yaml --out notebooks/params/selected/r.json
 """
 
 from __future__ import annotations
@@ -168,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="worker processes for the table's experiments (one GPU each where there are GPUs)",
     )
+    cmp.add_argument(
+        "--reference-row",
+        choices=("on", "off"),
+        default="off",
+        help="add a real-subset row: IPC random real training images per class, same students and metrics",
+    )
     sw = sub.add_parser(
         "sweep",
         help="choose DiRe's weights (w, r_c, r_e) on a validation split held out of the "
@@ -195,6 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--validation-seed", type=int, default=_default(sweep, "validation_seed"))
     sw.add_argument("--out", default="figures/cli/selected_weights.json", help="the chosen weights (JSON)")
     sw.add_argument("--table", default="figures/cli/sweep", help="table path without extension (.csv and .md)")
+    rs = sub.add_parser(
+        "recipe-search",
+        help="choose a teacher and student recipe on a validation split held out of the training set "
+        "(candidates from a YAML search file)",
+        formatter_class=fmt,
+    )
+    rs.add_argument("search", help="YAML: base (flat settings), candidates [{name, settings}], seeds, max_std")
+    rs.add_argument("--seeds", default=None, help="seeds per candidate (default: the file's)")
+    rs.add_argument("--validation-per-class", type=_positive(int), default=500)
+    rs.add_argument("--validation-seed", type=int, default=0)
+    rs.add_argument("--out", default="figures/cli/selected_recipe.json", help="the chosen candidate (JSON)")
+    rs.add_argument("--table", default="figures/cli/recipe_search", help="table path without extension (.csv, .md)")
+    _add_where_options(rs)
     rep = sub.add_parser(
         "reproduce", help="run the paper notebooks headless (papermill) for a profile", formatter_class=fmt
     )
@@ -348,6 +369,52 @@ def _runs_command(args: argparse.Namespace) -> int:
 KERNEL = "dire"
 
 
+def _recipe_search_command(args: argparse.Namespace, log, argv) -> int:
+    from dire.experiments.recipe_search import (
+        load_search,
+        search_markdown,
+        search_recipes,
+        select_recipe,
+        write_recipe_selection,
+    )
+    from dire.report.tables import rows_to_csv
+    from dire.runs import atomic_write_text, write_json
+
+    spec = load_search(args.search)
+    seeds = _seeds(args.seeds, "--seeds") if args.seeds else tuple(spec["seeds"])
+    held = dict(validation_per_class=args.validation_per_class, validation_seed=args.validation_seed)
+    rows = search_recipes(
+        spec["base"],
+        spec["candidates"],
+        seeds=seeds,
+        log=log,
+        device=args.device,
+        data_root=args.data_root,
+        runs_root=args.runs_root,
+        progress=not args.quiet,
+        download=args.download,
+        **held,
+    )
+    if not distributed.is_main():
+        return 0
+    chosen = select_recipe(rows, max_std=spec["max_std"])
+    command = "dire " + " ".join(argv or sys.argv[1:])
+    write_recipe_selection(
+        args.out, chosen, rows, base=spec["base"], seeds=seeds, max_std=spec["max_std"], command=command, **held
+    )
+    atomic_write_text(f"{args.table}.csv", rows_to_csv(rows))
+    if args.json:
+        write_json(args.json, rows)
+    table = search_markdown(rows, chosen)
+    atomic_write_text(f"{args.table}.md", table)
+    print(table)
+    steady = "" if chosen["within_std"] else f" (no candidate had seed std <= {spec['max_std']})"
+    print(
+        f"chosen: {chosen['name']} {chosen['settings']} (validation accuracy {chosen['val_acc']['mean']:.2f}){steady}"
+    )
+    return 0
+
+
 def lab(*, browser: bool = True, port: int | None = None, token: str | None = None) -> int:
     """Register the kernel ``dire`` (this interpreter, for this user: any Jupyter front-end can pick it), then run
     JupyterLab rooted at the repository with notebooks/ open; each notebook's kernel starts in notebooks/, the
@@ -416,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             failed = [r.name for r in runs if not r.ok]
             return 1 if failed else 0
+        if args.command == "recipe-search":
+            return _recipe_search_command(args, log, argv)
         if args.command == "runs":
             return _runs_command(args)
         if args.command == "lab":
@@ -495,7 +564,14 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.jobs > 1 and distributed.active():
                 raise ValueError("--jobs starts worker processes; under torchrun the ranks share the work: drop --jobs")
-            rows = compare(exp, seeds=_seeds(args.seeds, "--seeds"), log=log, jobs=args.jobs, **where)
+            rows = compare(
+                exp,
+                seeds=_seeds(args.seeds, "--seeds"),
+                log=log,
+                jobs=args.jobs,
+                reference_row=args.reference_row == "on",
+                **where,
+            )
             if not main_rank:
                 return 0
             csv_path, md_path = write_table(rows, args.out)

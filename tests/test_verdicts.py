@@ -210,3 +210,18 @@ def test_real_subset_refuses_dire(digits, tmp_path):
         synthesize(RealSubset(), ctx, out_dir=tmp_path, dire=DiReConfig(enabled=True), progress=False)
     out = synthesize(RealSubset(), ctx, out_dir=tmp_path, progress=False)
     assert torch.bincount(out["labels"]).tolist() == [2] * 10 and float(out["seconds"]) < 5
+
+
+@pytest.mark.slow
+def test_cli_compare_adds_the_reference_row(compared, runs_root, tmp_path, capsys):
+    from dire.cli import main
+
+    base, rows = compared  # the same settings: the CLI's runs come from the fixture's cache
+    argv = ["compare", "--dataset", "digits", "--method", "sre2l", "--ipc", "3", "--ipc-per-unit", "3"]
+    argv += ["--iterations", "5", "--bank-per-class", "50", "--student-epochs", "8", "--metric-arch", "convnet_w32"]
+    argv += ["--method-arg", "r_bn=0.01", "--method-arg", "jitter=4", "--seeds", "0,1,2", "--reference-row", "on"]
+    main([*argv, "--runs-root", str(runs_root), "--out", str(tmp_path / "t"), "--quiet"])
+    table = (tmp_path / "t.md").read_text()
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:5]] == ["sre2l", "sre2l + DiRe", "real subset"]
+    real = next(r for r in rows if r["method"] == "real")
+    assert f"{real['acc_final']['mean']:.2f}" in table  # the fixture's real row, from the cache
