@@ -370,14 +370,8 @@ KERNEL = "dire"
 
 
 def _recipe_search_command(args: argparse.Namespace, log, argv) -> int:
-    from dire.experiments.recipe_search import (
-        load_search,
-        search_markdown,
-        search_recipes,
-        select_recipe,
-        write_recipe_selection,
-    )
-    from dire.report.tables import rows_to_csv
+    from dire.experiments.recipe_search import load_search, search_recipes, select_recipe, write_recipe_selection
+    from dire.report.tables import recipe_search_markdown, rows_to_csv
     from dire.runs import atomic_write_text, write_json
 
     spec = load_search(args.search)
@@ -405,7 +399,7 @@ def _recipe_search_command(args: argparse.Namespace, log, argv) -> int:
     atomic_write_text(f"{args.table}.csv", rows_to_csv(rows))
     if args.json:
         write_json(args.json, rows)
-    table = search_markdown(rows, chosen)
+    table = recipe_search_markdown(rows, chosen)
     atomic_write_text(f"{args.table}.md", table)
     print(table)
     steady = "" if chosen["within_std"] else f" (no candidate had seed std <= {spec['max_std']})"

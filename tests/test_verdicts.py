@@ -222,6 +222,6 @@ def test_cli_compare_adds_the_reference_row(compared, runs_root, tmp_path, capsy
     argv += ["--method-arg", "r_bn=0.01", "--method-arg", "jitter=4", "--seeds", "0,1,2", "--reference-row", "on"]
     main([*argv, "--runs-root", str(runs_root), "--out", str(tmp_path / "t"), "--quiet"])
     table = (tmp_path / "t.md").read_text()
-    assert [line.split("|")[1].strip() for line in table.splitlines()[2:5]] == ["sre2l", "sre2l + DiRe", "real subset"]
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:5]] == ["real subset", "sre2l", "sre2l + DiRe"]
     real = next(r for r in rows if r["method"] == "real")
     assert f"{real['acc_final']['mean']:.2f}" in table  # the fixture's real row, from the cache

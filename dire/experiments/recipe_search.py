@@ -109,32 +109,6 @@ def select_recipe(rows: Sequence[dict], *, max_std: float | None = None) -> dict
     return {**best, "within_std": bool(steady)}
 
 
-def _settings_text(settings: Mapping) -> str:
-    """``k=v`` for each setting, nested dicts (``student_overrides``) flattened; the architectures have columns."""
-    flat = {}
-    for key, value in settings.items():
-        flat.update(value if isinstance(value, Mapping) else {key: value})
-    return ", ".join(f"{k}={v}" for k, v in flat.items() if k not in ("teacher_arch", "student_arch"))
-
-
-def search_markdown(rows: Sequence[dict], chosen: Mapping | None = None) -> str:
-    from dire.report.tables import markdown_table, mean_pm
-
-    head = ("candidate", "teacher (test acc.)", "student", "settings", "val. accuracy (%)", "per seed")
-    body = [
-        (
-            ("**" + r["name"] + "**") if chosen is not None and r["name"] == chosen["name"] else r["name"],
-            f"{r['teacher']} ({r['teacher_acc']:.2f} %)",
-            r["student"],
-            _settings_text(r["settings"]),
-            mean_pm(r["val_acc"], 2),
-            " ".join(f"{a:.2f}" for a in r["per_seed"]),
-        )
-        for r in rows
-    ]
-    return markdown_table(head, body)
-
-
 def write_recipe_selection(
     path: str | Path,
     chosen: Mapping,

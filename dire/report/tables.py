@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from dire.experiments.drivers import EVAL_METRICS, METRICS, row_name
@@ -238,6 +238,31 @@ def flat_rows(rows: Sequence[dict]) -> list[dict]:
 def rows_to_csv(rows: Sequence[dict]) -> str:
     flat = flat_rows(rows)
     return _csv(flat, list(dict.fromkeys(k for r in flat for k in r)))
+
+
+def _settings_text(settings: Mapping) -> str:
+    """A recipe-search candidate's settings as ``k=v``, nested dicts (``student_overrides``) flattened;
+    the architectures have their own columns."""
+    flat = {}
+    for key, value in settings.items():
+        flat.update(value if isinstance(value, Mapping) else {key: value})
+    return ", ".join(f"{k}={v}" for k, v in flat.items() if k not in ("teacher_arch", "student_arch"))
+
+
+def recipe_search_markdown(rows: Sequence[dict], chosen: Mapping | None = None) -> str:
+    head = ("candidate", "teacher (test acc.)", "student", "settings", "val. accuracy (%)", "per seed")
+    body = [
+        (
+            ("**" + r["name"] + "**") if chosen is not None and r["name"] == chosen["name"] else r["name"],
+            f"{r['teacher']} ({r['teacher_acc']:.2f} %)",
+            r["student"],
+            _settings_text(r["settings"]),
+            mean_pm(r["val_acc"], 2),
+            " ".join(f"{a:.2f}" for a in r["per_seed"]),
+        )
+        for r in rows
+    ]
+    return markdown_table(head, body)
 
 
 def sweep_markdown(rows: Sequence[dict]) -> str:
