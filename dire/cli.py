@@ -143,6 +143,7 @@ def _add_experiment_options(parser: argparse.ArgumentParser, *, skip: set[str] =
 
 def build_parser() -> argparse.ArgumentParser:
     from dire.experiments.drivers import compare
+    from dire.experiments.recipe_search import search_recipes
     from dire.experiments.sweep import sweep
 
     parser = argparse.ArgumentParser(prog="dire", description="DiRe dataset-condensation experiments")
@@ -211,8 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rs.add_argument("search", help="YAML: base (flat settings), candidates [{name, settings}], seeds, max_std")
     rs.add_argument("--seeds", default=None, help="seeds per candidate (default: the file's)")
-    rs.add_argument("--validation-per-class", type=_positive(int), default=500)
-    rs.add_argument("--validation-seed", type=int, default=0)
+    rs.add_argument(
+        "--validation-per-class", type=_positive(int), default=_default(search_recipes, "validation_per_class")
+    )
+    rs.add_argument("--validation-seed", type=int, default=_default(search_recipes, "validation_seed"))
     rs.add_argument("--out", default="figures/cli/selected_recipe.json", help="the chosen candidate (JSON)")
     rs.add_argument("--table", default="figures/cli/recipe_search", help="table path without extension (.csv, .md)")
     _add_where_options(rs)

@@ -213,10 +213,10 @@ def test_real_subset_refuses_dire(digits, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_compare_adds_the_reference_row(compared, runs_root, tmp_path, capsys):
+def test_cli_compare_adds_the_reference_row(compared, runs_root, tmp_path):
     from dire.cli import main
 
-    base, rows = compared  # the same settings: the CLI's runs come from the fixture's cache
+    _, rows = compared  # the same settings: the CLI's runs come from the fixture's cache
     argv = ["compare", "--dataset", "digits", "--method", "sre2l", "--ipc", "3", "--ipc-per-unit", "3"]
     argv += ["--iterations", "5", "--bank-per-class", "50", "--student-epochs", "8", "--metric-arch", "convnet_w32"]
     argv += ["--method-arg", "r_bn=0.01", "--method-arg", "jitter=4", "--seeds", "0,1,2", "--reference-row", "on"]
