@@ -2,11 +2,11 @@
 
 ``torchrun --nproc_per_node N -m dire condense ...`` starts N processes with ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK`` in their environment (over many machines too: ``--nnodes``, a c10d rendezvous). Independent
-work (synthesis units, student seeds) is split statically, ``items[rank::world]``, so each piece is
-computed once, by a rank known in advance, with no lock contention; the per-item file locks of
-:mod:`dire.runs` stay as the safety net for reruns and for processes started independently. Pieces every rank
-needs (a teacher, a bank) are computed by whichever rank takes their folder lock first while the others
-wait on it, then all load them.
+work (synthesis units, student seeds, the batches of a real-embedding bank) is split statically,
+``items[rank::world]``, so each piece is computed once, by a rank known in advance, with no lock contention; the
+per-item file locks of :mod:`dire.runs` stay as the safety net for reruns and for processes started
+independently. A teacher every rank needs is trained by whichever rank takes its folder lock first while the
+others wait on it, then all load it.
 
 Outside torchrun (no ``WORLD_SIZE``, or 1) :func:`rank` is 0, :func:`world_size` 1, :func:`my_share` the
 whole list and :func:`barrier` does nothing, and no process group is ever made: one process behaves exactly
@@ -119,6 +119,19 @@ def all_true(flag: bool) -> bool:
     value = torch.tensor([int(flag)], device=_device())
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item())
+
+
+def gather_to_main(item: T) -> list[T] | None:
+    """Every rank's ``item`` (any picklable object: CPU tensors, lists), in rank order, on rank 0; None on the
+    others. Outside torchrun: ``[item]``."""
+    if not active():
+        return [item]
+    import torch.distributed as dist
+
+    _init()
+    out = [None] * world_size() if is_main() else None
+    dist.gather_object(item, out, dst=0)
+    return out
 
 
 def finish() -> None:

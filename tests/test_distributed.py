@@ -37,6 +37,7 @@ import dire.runs as runs
 import dire.synthesis.base as base
 import dire.nets.teacher as teacher
 import dire.evaluation.soft as soft
+import dire.nets.bank as bank
 from dire.experiments.config import make_experiment
 from dire.experiments.pipeline import run_experiment
 
@@ -58,7 +59,15 @@ def log_work(kind, fn):
         return fn(*a, **k)
     return wrapped
 
+def log_batches(fn):  # one line per batch of real images embedded into the bank
+    def wrapped(model, dataset, chunks, *a):
+        with open(spec["worklog"], "a") as f:
+            f.write("".join(f"batch {rank}\n" for _ in chunks))
+        return fn(model, dataset, chunks, *a)
+    return wrapped
+
 runs._atomic = killing_atomic
+bank._embed_chunks = log_batches(bank._embed_chunks)
 teacher._train = log_work("teacher", teacher._train)
 base.run_unit = log_work("unit", base.run_unit)
 soft.train_student = log_work("student", soft.train_student)
@@ -68,7 +77,8 @@ with open(spec["worklog"] + ".acc", "a") as f:  # what each process returned
     f.write(json.dumps([rank, [r["final"] for r in result["accuracy"]["runs"]]]) + "\n")
 """
 
-# 4 synthesis units (one per image slot) and 2 student seeds: 2 units and 1 seed per rank
+# 4 synthesis units (one per image slot) and 2 student seeds: 2 units and 1 seed per rank; a bank of 10 batches
+# (one per class): 5 per rank
 TINY = dict(dataset="digits", ipc=4, ipc_per_unit=1, iterations=5, student_epochs=15, bank_per_class=20,
             student_seeds=[0, 1])  # fmt: skip
 
@@ -92,7 +102,7 @@ def run(tmp_path: Path, runs_root: Path, *, ranks: int = 0, kill=None, name: str
 def work(tmp_path: Path, name: str = "work") -> dict[str, list[str]]:
     """Which ranks did each kind of work, one entry per piece."""
     lines = [line.split() for line in (tmp_path / name).read_text().splitlines()]
-    return {kind: sorted(r for k, r in lines if k == kind) for kind in ("teacher", "unit", "student")}
+    return {kind: sorted(r for k, r in lines if k == kind) for kind in ("teacher", "batch", "unit", "student")}
 
 
 @pytest.fixture(scope="module")
@@ -135,10 +145,12 @@ def test_two_ranks_leave_the_artifacts_of_one_process(one_process, tmp_path):
     assert_same_artifacts(one_process / "runs", tmp_path / "runs")  # every file, wall times aside
     ref, got = (load(next((p / "runs").glob("synthetic/*/synthetic.pt"))) for p in (one_process, tmp_path))
     assert torch.equal(ref["images"], got["images"]) and torch.equal(ref["labels"], got["labels"])
-    # each unit and student once, split evenly: 2 units and 1 seed per rank; one teacher between them
+    # each unit, bank batch and student once, split evenly: 2 units, 5 bank batches and 1 seed per rank; one
+    # teacher between them
     did = work(tmp_path)
     assert len(did["teacher"]) == 1 and did["unit"] == ["0", "0", "1", "1"] and did["student"] == ["0", "1"]
-    assert work(one_process)["unit"] == ["-"] * 4
+    assert did["batch"] == ["0"] * 5 + ["1"] * 5
+    assert work(one_process)["unit"] == ["-"] * 4 and work(one_process)["batch"] == ["-"] * 10
     # every rank returns the per-seed accuracies of the one process (which differ between the seeds)
     one = [json.loads(line) for line in (one_process / "work.acc").read_text().splitlines()]
     two = [json.loads(line) for line in (tmp_path / "work.acc").read_text().splitlines()]
