@@ -25,7 +25,7 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/nbstripout --verify notebooks/*.ipynb
-	$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env
+	$(BIN)/python -m pytest -q --durations=15 tests notebooks --nbval-lax --nbval-current-env
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" tests
