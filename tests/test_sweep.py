@@ -47,7 +47,7 @@ def test_holdout_enters_the_teacher_key_only_when_set():
     assert "validation_per_class" not in exp.config() and "logdet_eps" not in exp.config()["dire"]
     old = dataclasses.asdict(exp)  # the config as it was before those fields existed
     del old["student_overrides"], old["teacher_weights"], old["precision"], old["synthesis_precision"]
-    del old["teacher_overrides"], old["student_ddp"], old["synthesis"]["condense_classes"]
+    del old["teacher_overrides"], old["student_ddp"], old["teacher_ddp"], old["synthesis"]["condense_classes"]
     old["dire"] = {k: v for k, v in old["dire"].items() if k not in ("logdet_eps", "edm_coreset")}
     assert config_hash(exp.config()) == config_hash({k: v for k, v in old.items() if not k.startswith("validation_")})
     assert "validation_per_class" in dataclasses.replace(exp, validation_per_class=5).config()

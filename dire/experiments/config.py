@@ -67,6 +67,11 @@ class Experiment:
         "under torchrun: all ranks train each seed's student together as one DDP model (a large synthetic set, "
         "few seeds) instead of splitting the seeds; nothing outside torchrun",
     )
+    teacher_ddp: bool = added_field(
+        False,
+        "under torchrun: all ranks train each teacher (and the metrics evaluator) together as one DDP model instead "
+        "of one rank training it while the others wait; nothing outside torchrun or with teacher_weights",
+    )
     metric_arch: str | None = setting(None, "evaluator of the metrics beside the teacher (None: the teacher only)")
     protocol: str | None = setting(None, "student protocol: soft or dc (None: the method's own)")
     experts: dict = setting(
@@ -200,6 +205,7 @@ FLAT: dict[str, tuple[str, str]] = {
             "student_overrides",
             "student_seeds",
             "student_ddp",
+            "teacher_ddp",
             "metric_arch",
             "protocol",
             "experts",

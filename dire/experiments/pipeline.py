@@ -81,6 +81,7 @@ def metric_network(
         holdout=exp.holdout,
         **exp.teacher_overrides,
         precision=exp.precision,
+        ddp=exp.teacher_ddp,
     )
     return net, record, f"evaluator {exp.metric_arch}"
 
@@ -161,6 +162,7 @@ def run_experiment(
             weights=weights,
             **exp.teacher_overrides,
             precision=precision,
+            ddp=exp.teacher_ddp,
         )
         how = f"weights {weights}" if weights else exp.teacher_recipe
         log(f"teacher {arch} ({how}): test accuracy {record['test_acc']:.2f}%")

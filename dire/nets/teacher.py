@@ -4,7 +4,8 @@ The run folder ``<runs>/teacher/<hash>/`` holds ``config.json``, a per-epoch
 ``checkpoint.pt`` while training (an interrupted run resumes from it: model, optimiser,
 augmentation generator and the global RNG), then ``model.pt`` and ``metrics.json`` (test
 accuracy of the last epoch), written in that order: ``metrics.json`` marks a finished teacher.
-Processes asking for the same teacher wait on the folder's lock; one trains.
+Processes asking for the same teacher wait on the folder's lock; one trains. Under torchrun with ``ddp``
+the ranks train it together instead (:func:`get_teacher`).
 
 The release keeps the checkpoint with the best *test* accuracy; that selects on
 the test split, so this project keeps the last epoch (as SRe2L does).
@@ -12,12 +13,14 @@ the test split, so this project keeps the last epoch (as SRe2L does).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # text on stderr, in kernels too: `dire reproduce` streams it (a widget would not)
 
+import dire.distributed as distributed
 from dire.data import load_dataset, validation_split
 from dire.nets import pretrained
 from dire.nets.models import Classifier, build_model
@@ -74,6 +77,7 @@ def get_teacher(
     holdout: tuple[int, int] | None = None,
     weights: str | None = None,
     precision: str = "fp32",
+    ddp: bool = False,
     **recipe_overrides,
 ) -> tuple[Classifier, dict]:
     """Return the trained teacher (eval mode, on ``device``) and its record
@@ -90,7 +94,14 @@ def get_teacher(
     (:mod:`dire.nets.pretrained`); its key records the weights and their SHA-256, not a recipe.
 
     ``precision`` ("fp32", "bf16" or "auto"; :mod:`dire.nets.speed`): autocast of training and its test
-    evaluations; bf16 enters the key. A pretrained teacher is measured in fp32 (its key has no precision)."""
+    evaluations; bf16 enters the key. A pretrained teacher is measured in fp32 (its key has no precision).
+
+    ``ddp`` (under torchrun, every rank calling at once; ignored outside it and for pretrained weights): the ranks
+    train the teacher together as one DDP model (:func:`dire.nets.train.fit`: each rank reads and augments the
+    whole global batch, then trains on its slice; BatchNorm over the global batch) instead of one rank training
+    it while the others wait. Rank 0 holds the lock, writes the checkpoints and the teacher; every rank resumes
+    from the checkpoint and loads the result. The key records ``"ddp": world size``, since such a teacher
+    matches the one-process teacher to a tolerance only (docs/distributed.md)."""
     recipe = get_recipe(recipe, student=False, **recipe_overrides)
     precision = resolve_precision(precision, device)
     if weights is not None:
@@ -103,16 +114,26 @@ def get_teacher(
         config = {"stage": "teacher", "dataset": dataset, "arch": arch, "pretrained": record}
     else:
         config = teacher_config(dataset, arch, recipe, seed, holdout, precision=precision)
+    ddp = ddp and weights is None and distributed.active()
+    if ddp:
+        config = {**config, "ddp": distributed.world_size()}
     folder = run_dir("teacher", config, root=runs_root)
     train_set = load_dataset(dataset, split="train", root=data_root, download=download)
     if holdout is not None:  # the test split is loaded only if training is needed
         train_set = validation_split(train_set, holdout[0], seed=holdout[1])[0]
     info = train_set.info
-    torch.manual_seed(seed)
-    model = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
-    model = prepare_model(model, device)  # channels_last and cuDNN autotuning on CUDA; .to(device) on the CPU
-    with lock(folder):  # one process trains; the others wait here, then load what it saved
-        if (folder / "metrics.json").exists():  # written last: the teacher is complete
+
+    def build() -> Classifier:
+        torch.manual_seed(seed)
+        net = build_model(arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
+        return prepare_model(net, device)  # channels_last and cuDNN autotuning on CUDA; .to(device) on the CPU
+
+    model = build()
+    # one process trains while the others wait on the lock, then load what it saved; under DDP rank 0 alone holds
+    # the lock and its view decides, so all ranks load, or train together
+    with lock(folder) if not ddp or distributed.is_main() else contextlib.nullcontext():
+        done = (folder / "metrics.json").exists()  # written last: the teacher is complete
+        if distributed.all_true(done if distributed.is_main() else True) if ddp else done:
             (folder / "checkpoint.pt").unlink(missing_ok=True)  # left if a kill came right after metrics.json
             model.load_state_dict(load(folder / "model.pt", map_location=device))
             metrics = read_json(folder / "metrics.json")
@@ -137,7 +158,11 @@ def get_teacher(
             progress=progress,
             download=download,
             precision=precision,
+            ddp=ddp,
         )
+    if ddp:  # every rank takes the saved teacher, in plain BatchNorm layers (DDP made them global ones)
+        model = build()
+        model.load_state_dict(load(folder / "model.pt", map_location=device))
     return model.eval(), {"dir": str(folder), "config": config, **metrics}
 
 
@@ -156,15 +181,19 @@ def _train(
     progress: bool,
     download: bool,
     precision: str = "fp32",
+    ddp: bool = False,
 ) -> dict:
     """Train ``model`` from scratch or from ``checkpoint.pt``; commits ``model.pt`` then ``metrics.json`` (the
     completion mark, written last), then drops the checkpoint. A kill between the two final writes leaves
-    the checkpoint of the last epoch, from which a rerun finishes with the same bytes."""
+    the checkpoint of the last epoch, from which a rerun finishes with the same bytes. ``ddp``: all ranks train
+    it together (:func:`get_teacher`); rank 0 alone writes, and every rank returns after its commit."""
     test_set = load_dataset(dataset, split="test", root=data_root, download=download)
     optimizer = make_optimizer(model, recipe)
     generator = torch.Generator().manual_seed(seed)
     checkpoint = EpochCheckpoint(folder / "checkpoint.pt", model, generator, seconds=0)  # every epoch
     start, history = checkpoint.restore(optimizer, device)
+    if ddp:
+        distributed.check_batch_split(len(train_set), recipe.batch_size)
 
     # on CUDA a small in-memory training set is copied to the GPU once and cut there (the loader's batches,
     # without a loader); the CPU keeps the loader
@@ -201,16 +230,20 @@ def _train(
         evaluate=lambda: accuracy(model, test_set, device=device, workers=workers, precision=precision),
         start_epoch=start,
         optimizer=optimizer,
-        on_epoch_end=checkpoint,
+        on_epoch_end=checkpoint if not ddp or distributed.is_main() else None,  # one writer of a shared teacher
         history=history,
         on_batch=bar.update,
         stage=f"teacher {arch} on {dataset} ({folder})",
         precision=precision,
+        ddp=ddp,
     )
     bar.close()
     metrics = {"test_acc": history[-1]["acc"], "history": history}
-    _commit(model, folder, metrics)
-    checkpoint.discard()
+    if not ddp or distributed.is_main():
+        _commit(model, folder, metrics)
+        checkpoint.discard()
+    if ddp:
+        distributed.barrier()  # the teacher is on disk for every rank
     return metrics
 
 
