@@ -33,6 +33,8 @@ echo "== 3. the DiRe term alone against the release's loop"
 echo "== 3b. fp32 against bf16 autocast (+ channels_last, cuDNN autotuning, data held on the device)"
 # shellcheck disable=SC2086  # PRECISION_ARGS is a list of options
 "$PY" benchmarks/precision.py --device "$DEVICE" $PRECISION_ARGS | tee "$OUT/precision.txt"
+echo "== 3c. a student's 5 seeds as 5 models against one vmapped stack (issue 15; on this project's CPU x1.49 slower)"
+"$PY" benchmarks/batched_seeds.py --device "$DEVICE" --steps "$STEPS" | tee "$OUT/batched_seeds.txt"
 echo "== 4. notebook 04_timing_memory ($PROFILE profile) on $DEVICE"
 "$PY" -m dire reproduce --profile "$PROFILE" --only 04_timing_memory --device "$DEVICE" --quiet
 # keep the device's outputs apart from the committed CPU figures
