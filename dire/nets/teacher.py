@@ -217,7 +217,7 @@ def _train(
         initial=start * steps,
         desc=f"teacher {arch} on {dataset} ({recipe.epochs} epochs)",
         unit="batch",
-        disable=not progress,
+        disable=not progress or (ddp and not distributed.is_main()),  # one bar for a DDP teacher
     )
     history = fit(
         model,
