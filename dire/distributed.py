@@ -77,6 +77,12 @@ def setup(device: str | torch.device = "cpu") -> torch.device:
     return device
 
 
+#: set by ``dire reproduce`` under torchrun for each notebook's kernel: the name under which that kernel's group
+#: keeps its keys in torchrun's store (a kernel is a new process; a second group made in the store without its own
+#: keys would find the first one's stale addresses and fail to connect)
+GROUP_ENV = "DIRE_DIST_GROUP"
+
+
 def _init(backend: str = "gloo", device: torch.device | None = None) -> None:
     """Make the process group once (torchrun's environment says where rank 0 listens)."""
     import torch.distributed as dist
@@ -84,8 +90,20 @@ def _init(backend: str = "gloo", device: torch.device | None = None) -> None:
     if not active() or dist.is_initialized():
         return
     kwargs = {"device_id": device} if backend == "nccl" else {}
+    if name := os.environ.get(GROUP_ENV):
+        kwargs.update(store=dist.PrefixStore(f"dire/{name}", _store()), rank=rank(), world_size=world_size())
     dist.init_process_group(backend, timeout=TIMEOUT, **kwargs)
     atexit.register(finish)
+
+
+def _store():
+    """The key-value store at ``MASTER_ADDR:MASTER_PORT``: torchrun's agent serves it
+    (``TORCHELASTIC_USE_AGENT_STORE``); under another launcher rank 0 does."""
+    import torch.distributed as dist
+
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    return dist.TCPStore(host, port, world_size(), is_master=not agent and is_main(), timeout=TIMEOUT)
 
 
 def _device() -> torch.device:

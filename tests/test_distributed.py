@@ -198,3 +198,63 @@ def test_compare_refuses_jobs_under_torchrun(monkeypatch, capsys):
         main(["compare", "--jobs", "2"])
     assert exit_info.value.code == 2 and "under torchrun" in capsys.readouterr().err
     assert not torch.distributed.is_initialized()
+
+
+# A notebook whose kernel joins the ranks' group: every rank's kernel agrees on a flag only rank 0 holds, and
+# writes what it saw under its figures_root
+NOTEBOOK_BODY = """
+from pathlib import Path
+import dire.distributed as d
+agreed = d.all_true(d.rank() == 0)  # False on every rank once the kernels talk: rank 1 says False
+out = Path(figures_root) / profile
+out.mkdir(parents=True, exist_ok=True)
+(out / "NAME.txt").write_text(f"{d.rank()} {d.world_size()} {agreed}")
+"""
+
+
+def test_notebooks_under_torchrun_share_a_group_per_notebook_and_rank_0_keeps_the_outputs(tmp_path):
+    """``torchrun -m dire reproduce``: each notebook's kernels (new processes, one after another) form their own
+    group in torchrun's store; rank 0's figures, executed notebooks, timings and index are kept, rank 1's go to
+    ``build/<profile>/rank1/``."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    names = ["01_a", "02_b", "03_c"]  # three kernels per rank in a row: each needs its own keys in the store
+    for name in names:
+        params = 'profile: str = "smoke"\ndevice: str = "cpu"\nprogress: bool = True\nfigures_root: str = "../figures"'
+        nb = new_notebook(cells=[new_code_cell(params), new_code_cell(NOTEBOOK_BODY.replace("NAME", name))])
+        nb.cells[0].metadata["tags"] = ["parameters"]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, nb_dir / f"{name}.ipynb")
+    child = "import sys; from pathlib import Path; from dire.report.reproduce import reproduce\n"
+    child += "runs = reproduce('smoke', notebooks=Path(sys.argv[1]), quiet=True, log=print)\n"
+    child += "assert all(r.ok for r in runs), [r.error for r in runs]\n"
+    (tmp_path / "child.py").write_text(child)
+    env = {k: v for k, v in os.environ.items() if k not in TORCH_ENV}
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run([*argv, str(tmp_path / "child.py"), str(nb_dir)], env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    build = tmp_path / "build" / "smoke"
+    for name in names:
+        assert (tmp_path / "figures" / "smoke" / f"{name}.txt").read_text() == "0 2 False"
+        assert (build / "rank1" / "figures" / "smoke" / f"{name}.txt").read_text() == "1 2 False"
+        assert (build / f"{name}.ipynb").exists() and (build / "rank1" / f"{name}.ipynb").exists()
+    assert set(json.loads((build / "timings.json").read_text())) == set(names)
+    assert (build / "index.html").exists() and not list((build / "rank1").glob("*.html"))
+    assert not (build / "rank1" / "timings.json").exists()
+    assert done.stdout.count("index: ") == 1  # rank 0 alone logs
+
+
+def test_reproduce_refuses_jobs_and_dry_run_under_torchrun(monkeypatch):
+    from dire.report.reproduce import reproduce
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    for kwargs in ({"jobs": 2}, {"dry_run": True}):
+        with pytest.raises(ValueError, match="under torchrun the ranks share every notebook"):
+            reproduce("smoke", **kwargs)
+    assert not torch.distributed.is_initialized()

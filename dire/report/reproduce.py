@@ -12,10 +12,16 @@ stderr: progress bars (teacher batches, synthesis steps, student epochs) and one
 per finished experiment. Before each notebook an estimate of the time left is printed,
 from the same notebooks' times on earlier runs (``build/<profile>/timings.json``).
 ``quiet=True`` turns all of that off.
+
+Under torchrun (``torchrun --nproc_per_node N -m dire reproduce ...``) every rank runs the same notebooks in the
+same order, and each notebook's kernels form one process group, so its experiments split their units, seeds and
+bank batches over the ranks as ``dire condense`` does (docs/distributed.md). Rank 0's executed notebooks, tables,
+figures, timings and index are the ones kept; the other ranks write theirs under ``build/<profile>/rank<r>/``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -28,6 +34,8 @@ from pathlib import Path
 from typing import TextIO
 
 import yaml
+
+import dire.distributed as distributed
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -271,6 +279,22 @@ def _dry_run(profile: str, name: str, notebooks: Path, build: Path) -> dict:
     return dry_run_params(params, known, build)
 
 
+@contextlib.contextmanager
+def _kernel_group(name: str | None) -> Iterator[None]:
+    """Under torchrun, the kernel started inside makes its process group under ``name``
+    (:data:`dire.distributed.GROUP_ENV`, with torchrun's restart count): the same on every rank, new for each
+    notebook. Nothing when ``name`` is None."""
+    if name is None:
+        yield
+        return
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    os.environ[distributed.GROUP_ENV] = f"reproduce/{restart}/{name}"
+    try:
+        yield
+    finally:
+        del os.environ[distributed.GROUP_ENV]
+
+
 def reproduce(
     profile: str = "quick",
     *,
@@ -296,6 +320,12 @@ def reproduce(
     so an experiment two notebooks need is computed once, and the tables are those of ``jobs=1``."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1; got {jobs}")
+    ranked = distributed.active()
+    if ranked and (jobs > 1 or dry_run):
+        raise ValueError(
+            "under torchrun the ranks share every notebook; --jobs (notebooks in separate processes) and --dry-run "
+            "(stand-ins written by one process) run without torchrun"
+        )
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
     names = list_notebooks(notebooks)
@@ -306,15 +336,21 @@ def reproduce(
         names = [n for n in names if n in set(only)]
     build = notebooks.parent / "build" / (f"{profile}-dry-run" if dry_run else profile)
     timings = read_timings(build)
+    if not distributed.is_main():  # rank 0 streams, logs and keeps the outputs; this rank's go aside
+        build, quiet, log = build / f"rank{distributed.rank()}", True, lambda _m: None
 
     def finished(i: int, run: NotebookRun) -> NotebookRun:
-        record_timing(build, run, device)
+        if distributed.is_main():
+            record_timing(build, run, device)
         if not quiet or not run.ok:
             log(f"[{i}/{len(names)}] {run.name}: {'ok' if run.ok else 'FAILED at ' + run.error} ({run.seconds:.1f} s)")
         return run
 
     def params(name: str) -> dict:
-        return {**(_dry_run(profile, name, notebooks, build) if dry_run else {}), **(extra or {})}
+        given = {**(_dry_run(profile, name, notebooks, build) if dry_run else {}), **(extra or {})}
+        if not distributed.is_main():
+            given["figures_root"] = str(build / "figures")  # a notebook without it is refused, naming it
+        return given
 
     if jobs > 1:
         given = {n: params(n) for n in names}  # stand-ins written here first: workers must not write one twice
@@ -331,10 +367,19 @@ def reproduce(
             if not quiet:
                 left = estimate_left(names[i - 1 :], timings, device)
                 log(f"[{i}/{len(names)}] {name} ({profile}, {device}): {left}")
-            run = run_notebook(
-                name, profile=profile, device=device, notebooks=notebooks, build=build, quiet=quiet, extra=params(name)
-            )
+            with _kernel_group(f"{i}-{name}" if ranked else None):
+                run = run_notebook(
+                    name,
+                    profile=profile,
+                    device=device,
+                    notebooks=notebooks,
+                    build=build,
+                    quiet=quiet,
+                    extra=params(name),
+                )
             runs.append(finished(i, run))
+    if not distributed.is_main():
+        return runs
     from dire.report.dry_run import OUTPUT
 
     index = write_index(
