@@ -54,3 +54,29 @@ def test_every_paper_main_table_row_builds():
     assert datasets == {"cifar10", "cifar100", "tiny-imagenet", "imagenet"}
     assert len(rows) == 2 * (8 + 8 + 8 + 4)  # IPC 10 and 50; four methods on ImageNet-1K
     assert all(r["image_steps"] > 0 for r in rows)
+
+
+def test_wall_time_share_on_many_gpus_by_hand():
+    import pytest
+
+    from dire.experiments.row_cost import wall_fraction
+
+    row = {"synthesis_steps": 600.0, "student_steps": 400.0, "image_steps": 1000.0, "units": 10, "seeds": 5}
+    assert wall_fraction(row, 1) == 1.0 and wall_fraction(row, 1, ddp_students=True) == 1.0
+    # 4 GPUs: the busiest rank has 3 of the 10 units and 2 of the 5 seeds (600·3/10 + 400·2/5) / 1000
+    assert wall_fraction(row, 4) == pytest.approx(0.34)
+    assert wall_fraction(row, 4, ddp_students=True) == pytest.approx((180 + 100) / 1000)  # DDP: 400 / 4
+    assert wall_fraction(row, 16) == pytest.approx((60 + 80) / 1000)  # one unit, one seed per busiest rank
+    with pytest.raises(ValueError, match="gpus must be >= 1"):
+        wall_fraction(row, 0)
+
+
+def test_paper_imagenet_ipc50_rows_count_their_units():
+    params = notebook_defaults("01_main_results")
+    params |= yaml.safe_load((REPO / "notebooks/params/paper/01_main_results.yaml").read_text())
+    rows = [r for r in main_table_rows(params) if r["dataset"] == "imagenet" and r["ipc"] == 50]
+    # 1000 classes in blocks of 10, 50 images per class in chunks of 10: 100 x 5 units; 5 seeds
+    assert {(r["method"], r["units"], r["seeds"]) for r in rows} == {
+        (m, 500, 5) for m in ("sre2l", "cda", "dwa", "delt")
+    }
+    assert all(r["synthesis_steps"] + r["student_steps"] == r["image_steps"] for r in rows)
