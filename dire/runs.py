@@ -196,6 +196,12 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return _atomic(Path(path), lambda handle: torch.save(obj, handle))
 
 
+def atomic_write(path: str | Path, write) -> Path:
+    """``write(handle)`` (a binary file) into a temporary file beside ``path``, then rename: readers see the old
+    file or the new one, never half of it; the file follows the umask."""
+    return _atomic(Path(path), write)
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return _atomic(Path(path), lambda handle: handle.write(text.encode()))
 

@@ -133,12 +133,20 @@ def test_config_json_that_disagrees_is_refused(tmp_path):
 
 
 def test_files_follow_the_umask(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from dire.report.plots import save_figure
+
+    fig = plt.figure()
     old = os.umask(0o002)
     try:
         path = atomic_write_text(tmp_path / "shared.json", "{}")
+        figures = save_figure(fig, tmp_path / "chart", formats=("png",))  # tables and figures too
     finally:
         os.umask(old)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o664  # group-writable, as a shared runs/ needs
+        plt.close(fig)
+    for written in (path, *figures):
+        assert stat.S_IMODE(written.stat().st_mode) == 0o664, written  # group-writable, as a shared runs/ needs
 
 
 def test_load_errors_name_the_file(tmp_path):

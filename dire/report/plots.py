@@ -18,7 +18,6 @@ machine without ``MPLBACKEND`` set, matplotlib already falls back to Agg by itse
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+
+from dire.runs import atomic_write
 
 __all__ = [
     "FORMATS",
@@ -75,18 +76,8 @@ def _palette(n: int) -> list[tuple[float, float, float]]:
 
 
 def _atomic_savefig(fig: Figure, path: Path, fmt: str, **kwargs: Any) -> Path:
-    """``fig.savefig`` into a temporary file beside ``path``, then ``os.replace`` it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format=fmt, **kwargs)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """``fig.savefig`` into a temporary file beside ``path``, then renamed (:func:`dire.runs.atomic_write`)."""
+    return atomic_write(path, lambda handle: fig.savefig(handle, format=fmt, **kwargs))
 
 
 def save_figure(
