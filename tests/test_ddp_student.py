@@ -12,18 +12,13 @@ tolerances measured in docs/distributed.md: weights, per-epoch training loss and
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from test_distributed import TORCH_ENV, launch
 
 import dire.distributed as distributed
-
-ROOT = Path(__file__).resolve().parents[1]
-TORCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 # The child: trains seed 0's student (cached under runs_root), logging every loss it computes with its batch
 # size; rank 0 (or the plain process) saves the student's initial and final weights
@@ -86,11 +81,7 @@ def train(tmp_path: Path, runs_root: Path, name: str, *, protocol: str = "soft",
     script.write_text(CHILD)
     out = tmp_path / name
     spec = {"runs_root": str(runs_root), "epochs": EPOCHS, "batch_size": BATCH, "out": str(out), "protocol": protocol}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
-    env = {k: v for k, v in os.environ.items() if k not in TORCH_ENV}
-    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    argv = [*(launch if ranks else [sys.executable]), str(script), json.dumps(spec)]
-    proc = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = launch([str(script), json.dumps(spec)], ranks=ranks)
     assert proc.returncode == 0, proc.stderr[-3000:]
     logs = [json.loads(Path(f"{out}.losses{r}").read_text()) for r in range(max(ranks, 1))]
     steps = len(logs[0])

@@ -11,19 +11,14 @@ bit-equal, so they are compared to tolerances: the loss of every step, the weigh
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 from test_ddp_student import relative_distance
+from test_distributed import launch
 
 from dire.data import load_dataset
 from dire.nets.models import build_model
-
-ROOT = Path(__file__).resolve().parents[1]
-TORCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 # The child: every rank (or the plain process) asks for the teacher and saves what it got, with a log line per
 # training epoch it ran
@@ -60,11 +55,7 @@ def run(tmp_path: Path, name: str, *, ranks: int = 0) -> dict[str, dict]:
     script.write_text(CHILD)
     out = tmp_path / name
     spec = {"runs_root": str(tmp_path / "runs"), "out": str(out), "epochs": EPOCHS}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
-    env = {k: v for k, v in os.environ.items() if k not in TORCH_ENV}
-    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    argv = [*(launch if ranks else [sys.executable]), str(script), json.dumps(spec)]
-    proc = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = launch([str(script), json.dumps(spec)], ranks=ranks)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {p.name.split(".")[1]: torch.load(p) for p in tmp_path.glob(f"{name}.*.pt")}
 

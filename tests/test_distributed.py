@@ -26,6 +26,17 @@ from dire.runs import load
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
+
+def launch(args: list[str], *, ranks: int) -> subprocess.CompletedProcess:
+    """``python ARGS`` in one plain process (``ranks=0``) or under ``torchrun --standalone`` with ``ranks``
+    processes: one thread each, this checkout importable, no torchrun variables inherited, output captured."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+    env = {k: v for k, v in os.environ.items() if k not in TORCH_ENV}
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    argv = [*(torchrun if ranks else [sys.executable]), *args]
+    return subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
 # The child: logs "<kind> <rank>" per piece of work, may SIGKILL itself after writing a chosen file on a chosen
 # rank, runs one experiment (under torchrun every rank runs it)
 CHILD = r"""
@@ -89,11 +100,7 @@ def run(tmp_path: Path, runs_root: Path, *, ranks: int = 0, kill=None, name: str
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     spec = {"experiment": TINY, "runs_root": str(runs_root), "kill": kill, "worklog": str(tmp_path / name)}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
-    env = {k: v for k, v in os.environ.items() if k not in TORCH_ENV}
-    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    argv = [*(launch if ranks else [sys.executable]), str(script), json.dumps(spec)]
-    proc = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = launch([str(script), json.dumps(spec)], ranks=ranks)
     if proc.returncode != 0 and kill is None:
         raise AssertionError(f"run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc.returncode
@@ -176,13 +183,10 @@ def test_rank_killed_after_its_first_unit_then_rerun_leaves_the_same_bytes(one_p
 
 def test_condense_under_torchrun_prints_once(tmp_path):
     """``torchrun -m dire condense``: both ranks run, rank 0 alone prints the result and writes ``--json``."""
-    env = {k: v for k, v in os.environ.items() if k not in TORCH_ENV}
-    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dire"]
-    argv += ["condense", "--ipc", "2", "--ipc-per-unit", "1", "--iterations", "3", "--student-epochs", "2"]
+    argv = ["-m", "dire", "condense", "--ipc", "2", "--ipc-per-unit", "1", "--iterations", "3", "--student-epochs", "2"]
     argv += ["--bank-per-class", "20", "--student-seeds", "0,1", "--quiet", "--runs-root", str(tmp_path / "runs")]
     argv += ["--json", str(tmp_path / "result.json")]
-    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = launch(argv, ranks=2)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("student accuracy") == 1 and "(2 seeds)" in done.stdout
     assert json.loads((tmp_path / "result.json").read_text())["accuracy"]["final"]["n"] == 2
@@ -232,11 +236,7 @@ def test_notebooks_under_torchrun_share_a_group_per_notebook_and_rank_0_keeps_th
     child += "runs = reproduce('smoke', notebooks=Path(sys.argv[1]), quiet=True, log=print)\n"
     child += "assert all(r.ok for r in runs), [r.error for r in runs]\n"
     (tmp_path / "child.py").write_text(child)
-    env = {k: v for k, v in os.environ.items() if k not in TORCH_ENV}
-    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    done = subprocess.run([*argv, str(tmp_path / "child.py"), str(nb_dir)], env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    done = launch([str(tmp_path / "child.py"), str(nb_dir)], ranks=2)
     assert done.returncode == 0, done.stderr[-3000:]
     build = tmp_path / "build" / "smoke"
     for name in names:
