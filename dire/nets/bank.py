@@ -163,8 +163,9 @@ def cached_bank(
             return real_embedding_bank(teacher, dataset, cache=cache, **make), folder
     # under torchrun every rank calls this at once: rank 0 holds the lock (other processes sharing runs/ wait on
     # it) and its view decides whether the ranks embed their shares of the batches together
+    bank = None
     with lock(folder) if distributed.is_main() else contextlib.nullcontext():
         if not distributed.all_true(cache.exists() if distributed.is_main() else True):
-            real_embedding_bank(teacher, dataset, cache=cache, share=True, **make)  # rank 0 saves it
-    distributed.barrier()
-    return real_embedding_bank(teacher, dataset, cache=cache, **make), folder
+            bank = real_embedding_bank(teacher, dataset, cache=cache, share=True, **make)  # rank 0's, saved; else None
+    distributed.barrier()  # bank.pt is written: the ranks without the bank in hand read it
+    return bank if bank is not None else real_embedding_bank(teacher, dataset, cache=cache, **make), folder

@@ -320,7 +320,7 @@ def reproduce(
     so an experiment two notebooks need is computed once, and the tables are those of ``jobs=1``."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1; got {jobs}")
-    ranked = distributed.active()
+    ranked, main = distributed.active(), distributed.is_main()
     if ranked and (jobs > 1 or dry_run):
         raise ValueError(
             "under torchrun the ranks share every notebook; --jobs (notebooks in separate processes) and --dry-run "
@@ -336,11 +336,11 @@ def reproduce(
         names = [n for n in names if n in set(only)]
     build = notebooks.parent / "build" / (f"{profile}-dry-run" if dry_run else profile)
     timings = read_timings(build)
-    if not distributed.is_main():  # rank 0 streams, logs and keeps the outputs; this rank's go aside
+    if not main:  # rank 0 streams, logs and keeps the outputs; this rank's go aside
         build, quiet, log = build / f"rank{distributed.rank()}", True, lambda _m: None
 
     def finished(i: int, run: NotebookRun) -> NotebookRun:
-        if distributed.is_main():
+        if main:
             record_timing(build, run, device)
         if not quiet or not run.ok:
             log(f"[{i}/{len(names)}] {run.name}: {'ok' if run.ok else 'FAILED at ' + run.error} ({run.seconds:.1f} s)")
@@ -348,7 +348,7 @@ def reproduce(
 
     def params(name: str) -> dict:
         given = {**(_dry_run(profile, name, notebooks, build) if dry_run else {}), **(extra or {})}
-        if not distributed.is_main():
+        if not main:
             given["figures_root"] = str(build / "figures")  # a notebook without it is refused, naming it
         return given
 
@@ -378,7 +378,7 @@ def reproduce(
                     extra=params(name),
                 )
             runs.append(finished(i, run))
-    if not distributed.is_main():
+    if not main:
         return runs
     from dire.report.dry_run import OUTPUT
 
