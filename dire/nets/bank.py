@@ -55,10 +55,10 @@ def embed_samples(
     embedded once, with the very computation one process does; rank 0 returns the embeddings, the others None."""
     chunks = [idx[i : i + batch_size] for idx in samples for i in range(0, len(idx), batch_size)]
     share = share and distributed.active()
-    mine = distributed.my_share(range(len(chunks))) if share else range(len(chunks))
-    z = _embed_chunks(model, dataset, [chunks[i] for i in mine], device, workers, progress, precision)
+    mine = distributed.my_share(chunks) if share else chunks
+    z = _embed_chunks(model, dataset, mine, device, workers, progress, precision)
     if share:
-        blocks = distributed.gather_to_main(list(z.split([len(chunks[i]) for i in mine])) if len(mine) else [])
+        blocks = distributed.gather_to_main(list(z.split([len(idx) for idx in mine])) if mine else [])
         if blocks is None:
             return None
         ordered = [None] * len(chunks)
