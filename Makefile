@@ -20,12 +20,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 
 # lint and format check (ruff, settings in pyproject.toml), notebooks stripped, unit + integration tests,
-# every notebook run with its (smoke) defaults by nbval
+# every notebook run with its (smoke) defaults by nbval; TEST_WORKERS pytest-xdist processes (one per core here),
+# --dist loadscope keeps a notebook's cells, and a test module's shared fixtures, on one worker
+TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/nbstripout --verify notebooks/*.ipynb
-	$(BIN)/python -m pytest -q --durations=15 tests notebooks --nbval-lax --nbval-current-env
+	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadscope tests notebooks --nbval-lax --nbval-current-env
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" tests

@@ -1,7 +1,15 @@
+import os
+
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# Under pytest-xdist each worker gets its share of the cores (at most 2 threads), and exports it so the notebook
+# kernels and torchrun children it starts do not oversubscribe the machine either.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_threads = max(1, min(2, len(os.sched_getaffinity(0)) // _workers))
+if _workers > 1:
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+torch.set_num_threads(_threads)
 
 
 @pytest.fixture(scope="session")
