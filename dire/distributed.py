@@ -22,9 +22,11 @@ takes hours. A rank that dies does not leave the others waiting: torchrun stops 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -137,6 +139,23 @@ def all_true(flag: bool) -> bool:
     value = torch.tensor([int(flag)], device=_device())
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item())
+
+
+@contextlib.contextmanager
+def main_decides(folder: str | Path, done: Callable[[], bool], *, together: bool = True) -> Iterator[bool]:
+    """``with main_decides(folder, done) as finished:`` whether the work kept in ``folder`` is finished, one answer
+    for all ranks: rank 0 holds the folder's lock for the whole block (other processes sharing ``runs/`` wait
+    on it) and reads ``done()`` under it; the other ranks take its answer, so all skip the work or do it
+    together. Outside torchrun, or with ``together=False`` (each rank works alone), every process takes the
+    lock and reads ``done()`` itself."""
+    from dire.runs import lock
+
+    if not together or not active():
+        with lock(folder):
+            yield done()
+        return
+    with lock(folder) if is_main() else contextlib.nullcontext():
+        yield all_true(done() if is_main() else True)  # the others say True: rank 0's view decides
 
 
 def gather_to_main(item: T) -> list[T] | None:

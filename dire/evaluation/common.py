@@ -3,7 +3,7 @@ cached per-seed loop."""
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
 import math
 import statistics
@@ -178,9 +178,8 @@ def _together(
     """Every rank trains every seed not done, together; rank 0 holds the seed's lock (other processes sharing
     ``runs/`` wait for it) and saves the result."""
     for seed in seeds:
-        with lock(folders[seed]) if distributed.is_main() else contextlib.nullcontext():
-            # rank 0's view decides (the others say True), read under its lock: all ranks skip or train together
-            if distributed.all_true(done(seed) if distributed.is_main() else True):
+        with distributed.main_decides(folders[seed], functools.partial(done, seed)) as finished:
+            if finished:
                 continue
             result = {"seed": seed, **train(seed, folders[seed] / "checkpoint.pt")}
             if distributed.is_main():

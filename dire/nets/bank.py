@@ -7,7 +7,6 @@ classes on CIFAR-100; DIL-IITH/DiRe, its embedding-extraction script).
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import torch
@@ -164,8 +163,8 @@ def cached_bank(
     # under torchrun every rank calls this at once: rank 0 holds the lock (other processes sharing runs/ wait on
     # it) and its view decides whether the ranks embed their shares of the batches together
     bank = None
-    with lock(folder) if distributed.is_main() else contextlib.nullcontext():
-        if not distributed.all_true(cache.exists() if distributed.is_main() else True):
+    with distributed.main_decides(folder, cache.exists) as ready:
+        if not ready:
             bank = real_embedding_bank(teacher, dataset, cache=cache, share=True, **make)  # rank 0's, saved; else None
     distributed.barrier()  # bank.pt is written: the ranks without the bank in hand read it
     return bank if bank is not None else real_embedding_bank(teacher, dataset, cache=cache, **make), folder

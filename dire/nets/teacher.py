@@ -13,7 +13,6 @@ the test split, so this project keeps the last epoch (as SRe2L does).
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import torch
@@ -26,7 +25,7 @@ from dire.nets import pretrained
 from dire.nets.models import Classifier, build_model
 from dire.nets.speed import DeviceData, hold_on_device, precision_key, prepare_model, resolve_precision, to_device
 from dire.nets.train import EpochCheckpoint, Recipe, accuracy, fit, get_recipe, loader, make_optimizer, recipe_key
-from dire.runs import atomic_save, load, lock, read_json, run_dir, write_json
+from dire.runs import atomic_save, load, read_json, run_dir, write_json
 
 # Recipe fields that only concern students; left out of a teacher's cache key so adding them kept old teachers valid
 _STUDENT_ONLY = ("loss", "ce_weight", "kd_t2")
@@ -131,9 +130,8 @@ def get_teacher(
     model = build()
     # one process trains while the others wait on the lock, then load what it saved; under DDP rank 0 alone holds
     # the lock and its view decides, so all ranks load, or train together
-    with lock(folder) if not ddp or distributed.is_main() else contextlib.nullcontext():
-        done = (folder / "metrics.json").exists()  # written last: the teacher is complete
-        if distributed.all_true(done if distributed.is_main() else True) if ddp else done:
+    with distributed.main_decides(folder, (folder / "metrics.json").exists, together=ddp) as done:  # written last
+        if done:
             (folder / "checkpoint.pt").unlink(missing_ok=True)  # left if a kill came right after metrics.json
             model.load_state_dict(load(folder / "model.pt", map_location=device))
             metrics = read_json(folder / "metrics.json")
