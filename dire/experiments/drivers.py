@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 
+import dire.distributed as distributed
 from dire.evaluation import check_seeds, summarize
 from dire.evaluation.common import paired_difference
 from dire.experiments.config import Experiment, resolve_dire, with_method
@@ -38,6 +39,16 @@ DELTA_METRICS = ("acc_final", "vendi", "eval_vendi")  # what a + DiRe row report
 
 def with_seed(exp: Experiment, seed: int) -> Experiment:
     return dataclasses.replace(exp, synthesis=dataclasses.replace(exp.synthesis, seed=seed), student_seeds=(seed,))
+
+
+def prefill(experiments: Sequence[Experiment], seeds: Sequence[int], *, jobs: int = 1, **run_kwargs) -> None:
+    """With ``jobs > 1`` (default 1: nothing to do), run every experiment at every seed in that many worker
+    processes (:func:`dire.experiments.jobs.run_parallel`), so the table's own pass only reads the cache. Under
+    torchrun nothing is started: the ranks already share each experiment's units and seeds."""
+    if jobs > 1 and not distributed.active():
+        from dire.experiments.jobs import run_parallel
+
+        run_parallel([with_seed(exp, s) for exp in experiments for s in seeds], jobs=jobs, **run_kwargs)
 
 
 def run_seeds(exp: Experiment, seeds: Sequence[int], *, log: Callable[[str], None] = print, **run_kwargs) -> dict:
@@ -144,7 +155,7 @@ def compare(
     experiment settings (e.g. its ``student_epochs``).
 
     ``jobs > 1`` runs the table's experiments (method × variant × seed) in that many worker processes first
-    (:func:`dire.experiments.jobs.run_parallel`); the rows are then read from the cache, the same as with one.
+    (:func:`prefill`); the rows are then read from the cache, the same as with one.
     """
     check_seeds(seeds)
     variants = dict(variants or {})
@@ -175,10 +186,7 @@ def compare(
         for variant, dire in settings:
             exp = dataclasses.replace(with_method(base, method, (overrides or {}).get(method)), dire=dire)
             plans.append((method, variant, exp))
-    if jobs > 1:
-        from dire.experiments.jobs import run_parallel
-
-        run_parallel([with_seed(exp, s) for _, _, exp in plans for s in seeds], jobs=jobs, **run_kwargs)
+    prefill([exp for _, _, exp in plans], seeds, jobs=jobs, **run_kwargs)
     rows = []
     for method, variant, exp in plans:
         dire = exp.dire
@@ -264,31 +272,37 @@ def ablation(
     variants: Sequence[str] = tuple(ABLATION),
     log: Callable[[str], None] = print,
     reference_row: bool = False,
+    jobs: int = 1,
     **run_kwargs,
 ) -> list[dict]:
     """One row per DiRe term combination, with raw metrics and min-max normalised ones (paper's ablation).
 
     Each DiRe row carries ``delta_<metric>`` against the ``none`` row when that is among ``variants``.
     ``reference_row=True`` (default False) adds a last ``real subset`` row (:func:`reference_experiment`),
-    left out of the min-max normalisation (its ``*_norm`` are NaN)."""
+    left out of the min-max normalisation (its ``*_norm`` are NaN). ``jobs > 1``: as in :func:`compare`."""
     check_seeds(seeds)
     unknown = [v for v in variants if v not in ABLATION]
     if unknown:
         raise ValueError(f"unknown ablation variants {unknown}; expected names from {list(ABLATION)}")
-    rows = []
+    plans = []  # (variant, experiment) of every row
     for variant in variants:
         terms = ABLATION[variant]
         dire = dataclasses.replace(base.dire, enabled=terms is not None, terms=terms or base.dire.terms)
+        plans.append((variant, dataclasses.replace(base, dire=dire)))
+    reference = reference_experiment(base) if reference_row else None
+    prefill([exp for _, exp in plans] + ([reference] if reference else []), seeds, jobs=jobs, **run_kwargs)
+    rows = []
+    for variant, exp in plans:
         log(f"== ablation {variant}: {base.dataset}, IPC {base.synthesis.ipc}, seeds {list(seeds)}")
         rows.append(
             {
                 "variant": variant,
                 "method": base.method,
-                "dire": terms is not None,
+                "dire": exp.dire.enabled,
                 "dataset": base.dataset,
                 "ipc": base.synthesis.ipc,
                 "seeds": len(seeds),
-                **run_seeds(dataclasses.replace(base, dire=dire), seeds, log=log, **run_kwargs),
+                **run_seeds(exp, seeds, log=log, **run_kwargs),
             }
         )
     for key in ("acc_final", "vendi", "coverage", "intra_class_cosine"):
@@ -297,9 +311,8 @@ def ablation(
         for r in rows:  # min-max over the variants; raw direction kept (intra-class cosine: lower = more diverse)
             r[f"{key}_norm"] = (r[key]["mean"] - lo) / (hi - lo) if hi > lo else 0.0
     add_deltas(rows, match=("dataset", "ipc"), is_baseline=lambda r: r["variant"] == "none")
-    if reference_row:
+    if reference is not None:
         log(f"== ablation real subset: {base.dataset}, IPC {base.synthesis.ipc}, seeds {list(seeds)}")
-        reference = run_seeds(reference_experiment(base), seeds, log=log, **run_kwargs)
         rows.append(
             {
                 "variant": "real subset",
@@ -308,7 +321,7 @@ def ablation(
                 "dataset": base.dataset,
                 "ipc": base.synthesis.ipc,
                 "seeds": len(seeds),
-                **reference,
+                **run_seeds(reference, seeds, log=log, **run_kwargs),
                 **{f"{k}_norm": float("nan") for k in ("acc_final", "vendi", "coverage", "intra_class_cosine")},
             }
         )
@@ -323,6 +336,7 @@ def cross_architecture(
     student_overrides: dict[str, dict] | None = None,
     log: Callable[[str], None] = print,
     reference_row: bool = False,
+    jobs: int = 1,
     **run_kwargs,
 ) -> list[dict]:
     """Synthesise once with ``base``'s teacher (± DiRe), evaluate students of each architecture.
@@ -332,12 +346,13 @@ def cross_architecture(
     (:func:`reference_experiment`, method ``real``).
 
     ``student_overrides[arch]`` holds that student's recipe settings on top of ``base.student_overrides``
-    (e.g. ``{"vit_tiny": {"lr": 1e-3, "warmup_epochs": 10}}``: transformers want a smaller lr than CNNs)."""
+    (e.g. ``{"vit_tiny": {"lr": 1e-3, "warmup_epochs": 10}}``: transformers want a smaller lr than CNNs).
+    ``jobs > 1``: as in :func:`compare`."""
     check_seeds(seeds)
     student_overrides = student_overrides or {}
     if unknown := sorted(set(student_overrides) - set(students)):
         raise ValueError(f"student_overrides name {unknown}, which are not among the students {list(students)}")
-    rows = []
+    plans = []  # (method, DiRe on, student, experiment) of every row
     kinds = [(REFERENCE, False)] if reference_row else []
     for method, enabled in kinds + [(base.method, False), (base.method, True)]:
         for arch in students:
@@ -347,19 +362,21 @@ def cross_architecture(
                 dire=dataclasses.replace(base.dire, enabled=enabled),
                 student_overrides={**base.student_overrides, **student_overrides.get(arch, {})},
             )
-            if method == REFERENCE:
-                exp = reference_experiment(exp)
-            log(f"== {row_name({'method': method, 'dire': enabled})} → student {arch}")
-            rows.append(
-                {
-                    "method": method,
-                    "dire": enabled,
-                    "student": arch,
-                    "teacher": base.teacher_arch,
-                    "dataset": base.dataset,
-                    "ipc": base.synthesis.ipc,
-                    "seeds": len(seeds),
-                    **run_seeds(exp, seeds, log=log, **run_kwargs),
-                }
-            )
+            plans.append((method, enabled, arch, reference_experiment(exp) if method == REFERENCE else exp))
+    prefill([exp for *_, exp in plans], seeds, jobs=jobs, **run_kwargs)
+    rows = []
+    for method, enabled, arch, exp in plans:
+        log(f"== {row_name({'method': method, 'dire': enabled})} → student {arch}")
+        rows.append(
+            {
+                "method": method,
+                "dire": enabled,
+                "student": arch,
+                "teacher": base.teacher_arch,
+                "dataset": base.dataset,
+                "ipc": base.synthesis.ipc,
+                "seeds": len(seeds),
+                **run_seeds(exp, seeds, log=log, **run_kwargs),
+            }
+        )
     return add_deltas(rows, match=("dataset", "ipc", "method", "student"))
