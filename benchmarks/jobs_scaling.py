@@ -60,24 +60,27 @@ def arm(args: argparse.Namespace) -> None:
     Path(args.out).write_text(json.dumps({"wall": wall, "accuracy": accuracy}))
 
 
+def copy_cached(source: Path, runs_root: Path) -> None:
+    """The :data:`CACHED` parts of runs folder ``source`` that exist, into ``runs_root``."""
+    for part in CACHED:
+        if (source / part).is_dir():
+            shutil.copytree(source / part, runs_root / part)
+
+
 def prepare(runs_root: Path, runs_from: Path, args: argparse.Namespace) -> None:
     """Teacher, evaluator and bank in ``runs_root`` (copied where ``runs_from`` has them, else trained), by one
     throwaway experiment of a single step and epoch (not timed)."""
     from dire.experiments.drivers import with_seed
     from dire.experiments.pipeline import run_experiment
 
-    for part in CACHED:
-        if (runs_from / part).is_dir():
-            shutil.copytree(runs_from / part, runs_root / part)
+    copy_cached(runs_from, runs_root)
     probe = argparse.Namespace(**{**vars(args), "iterations": 1, "student_epochs": 1})
     run_experiment(with_seed(experiment(probe), 0), runs_root=runs_root, data_root=ROOT / "data", progress=False)
 
 
 def launch(jobs: int, threads: int, prepared: Path, tmp: Path, args: argparse.Namespace) -> dict:
     runs_root = tmp / f"runs_{jobs}x{threads}"
-    for part in CACHED:
-        if (prepared / part).is_dir():
-            shutil.copytree(prepared / part, runs_root / part)
+    copy_cached(prepared, runs_root)
     out = tmp / f"arm_{jobs}x{threads}.json"
     argv = [sys.executable, __file__, "--arm", "--jobs", str(jobs), "--threads", str(threads)]
     argv += ["--runs-root", str(runs_root), "--out", str(out), "--method", args.method, "--seeds", str(args.seeds)]
