@@ -6,7 +6,7 @@ import torch
 # Under pytest-xdist each worker gets its share of the cores (at most 2 threads), and exports it so the notebook
 # kernels and torchrun children it starts do not oversubscribe the machine either.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-_threads = max(1, min(2, len(os.sched_getaffinity(0)) // _workers))
+_threads = max(1, min(2, torch.get_num_threads()) // _workers)  # torch.get_num_threads() honours OMP_NUM_THREADS
 if _workers > 1:
     os.environ["OMP_NUM_THREADS"] = str(_threads)
 torch.set_num_threads(_threads)

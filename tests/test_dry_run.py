@@ -103,7 +103,7 @@ def test_the_paper_profile_runs_end_to_end_on_stand_ins(tmp_path):
         "jobs=2); "
         "sys.exit(0 if all(r.ok for r in runs) else 1)"
     )
-    # a guard against a hang, not a speed target: beside the other pytest-xdist worker it took 1590 s here alone
+    # a guard against a hang, not a speed target: 1590 s here beside the other pytest-xdist worker, nothing else running
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     tables = tmp_path / "build" / "paper-dry-run" / "output" / "paper"
