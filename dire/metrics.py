@@ -52,8 +52,11 @@ Precision / recall / density / coverage (Naeem et al., 2020)
     classes that have no fake samples).  Implementation: ``prdc.compute_prdc``
     (its stdout chatter is suppressed) when both sets have at least ``k + 2``
     samples; below that prdc's own k-NN helper fails, so the four numbers are
-    computed from ``prdc.prdc.compute_pairwise_distance`` with the same
-    formulas.  When a class has ``n_fake <= k`` fake samples the fake-side
+    computed with the same formulas from the distances prdc's
+    ``compute_pairwise_distance`` gives, computed in this thread (prdc's helper
+    asks sklearn for ``n_jobs=8``, whose thread start-up costs ~30 ms a call:
+    most of a matched Coverage's time, which makes hundreds of tiny matrices).
+    When a class has ``n_fake <= k`` fake samples the fake-side
     k-NN radius does not exist: recall is ``NaN`` for that class and the
     class average of recall is a *nan-mean* (``NaN`` only if every class is
     ``NaN``); precision, density and coverage are still reported.  A class
@@ -76,7 +79,7 @@ from typing import Any
 import numpy as np
 import torch
 from prdc import compute_prdc
-from prdc import prdc as _prdc_impl
+from sklearn.metrics import pairwise_distances
 from vendi_score import vendi as _vendi_pkg
 
 __all__ = [
@@ -251,6 +254,14 @@ def vendi(z, labels, *, q: float = 1.0) -> dict:
 # --------------------------------------------------------------------------
 # precision / recall / density / coverage
 # --------------------------------------------------------------------------
+def _distances(x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+    """Euclidean distances ``[len(x), len(y)]`` as prdc's ``compute_pairwise_distance`` gives them (sklearn's
+    ``pairwise_distances``), in one thread: prdc's ``n_jobs=8`` only splits ``y`` into chunks, so the values
+    agree to the last few ulps, and a joblib start-up per call is what a matched Coverage's 10 x 10 draws
+    spent their time on."""
+    return pairwise_distances(x, x if y is None else y, metric="euclidean", n_jobs=1)
+
+
 def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
     """Distance from each row to its k-th nearest other row (needs len(x) >= k + 1).
 
@@ -258,14 +269,14 @@ def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
     smallest entry of each distance row, self included), which itself needs
     len(x) >= k + 2.
     """
-    dist = _prdc_impl.compute_pairwise_distance(x)
+    dist = _distances(x)
     return np.partition(dist, k, axis=1)[:, k]
 
 
 def _prdc_from_distances(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
     """PRDC from prdc's distance helper; recall NaN when len(fake) <= k."""
     real_radii = _knn_radii(real, k)
-    d_rf = _prdc_impl.compute_pairwise_distance(real, fake)  # [N_real, N_fake]
+    d_rf = _distances(real, fake)  # [N_real, N_fake]
     inside_real = d_rf < real_radii[:, None]
     if fake.shape[0] > k:
         fake_radii = _knn_radii(fake, k)

@@ -183,7 +183,8 @@ def test_vendi_single_sample_class():
 
 def test_knn_radii_match_prdc_helper():
     x = np.random.default_rng(3).normal(size=(15, 4))
-    np.testing.assert_allclose(M._knn_radii(x, 5), prdc_impl.compute_nearest_neighbour_distances(x, 5), rtol=0, atol=0)
+    # prdc's helper splits the columns over 8 threads: the same sums up to a few ulps
+    np.testing.assert_allclose(M._knn_radii(x, 5), prdc_impl.compute_nearest_neighbour_distances(x, 5), rtol=1e-13)
     np.testing.assert_allclose(M._knn_radii(x, 5), ref_radii(x, 5), atol=1e-12)
 
 
@@ -346,3 +347,16 @@ def test_bad_inputs_pairs():
         M.diversity_metrics(bad_fake, np.array([0, 0, 1, 1]), real, real_y)
     with pytest.raises(ValueError, match=r"missing from real_labels"):
         M.diversity_metrics(rng.normal(size=(4, 4)), np.array([0, 0, 3, 3]), real, real_y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_distances_match_prdc_helper_and_float64(dtype):
+    rng = np.random.default_rng(11)
+    x, y = rng.normal(size=(37, 9)).astype(dtype), rng.normal(size=(13, 9)).astype(dtype)
+    got = M._distances(x, y)
+    np.testing.assert_allclose(
+        got, prdc_impl.compute_pairwise_distance(x, y), rtol=1e-6 if dtype == np.float32 else 1e-13
+    )
+    exact = np.sqrt(((x.astype(np.float64)[:, None] - y.astype(np.float64)[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(got, exact, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    assert np.all(np.diag(M._distances(x)) == 0)
