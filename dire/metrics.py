@@ -274,7 +274,7 @@ def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
 
 
 def _prdc_from_distances(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
-    """PRDC from prdc's distance helper; recall NaN when len(fake) <= k."""
+    """PRDC with prdc's formulas from :func:`_distances`; recall NaN when len(fake) <= k."""
     real_radii = _knn_radii(real, k)
     d_rf = _distances(real, fake)  # [N_real, N_fake]
     inside_real = d_rf < real_radii[:, None]
