@@ -52,10 +52,11 @@ Precision / recall / density / coverage (Naeem et al., 2020)
     classes that have no fake samples).  Implementation: ``prdc.compute_prdc``
     (its stdout chatter is suppressed) when both sets have at least ``k + 2``
     samples; below that prdc's own k-NN helper fails, so the four numbers are
-    computed with the same formulas from the distances prdc's
-    ``compute_pairwise_distance`` gives, computed in this thread (prdc's helper
-    asks sklearn for ``n_jobs=8``, whose thread start-up costs ~30 ms a call:
-    most of a matched Coverage's time, which makes hundreds of tiny matrices).
+    computed with prdc's formulas from the distances its
+    ``compute_pairwise_distance`` gives, but in the calling thread (prdc's
+    helper asks sklearn for ``n_jobs=8``, whose thread start-up costs ~30 ms a
+    call: most of a matched Coverage's time, which makes hundreds of tiny
+    matrices).
     When a class has ``n_fake <= k`` fake samples the fake-side
     k-NN radius does not exist: recall is ``NaN`` for that class and the
     class average of recall is a *nan-mean* (``NaN`` only if every class is
