@@ -1,7 +1,7 @@
 """The diversity metrics of one quick-01 set, with prdc's distance helper against the one-thread distances.
 
-``dire.metrics`` computes matched Coverage (and any set too small for ``prdc.compute_prdc``) from pairwise
-distances. prdc's ``compute_pairwise_distance`` asks sklearn for ``n_jobs=8``, so every call starts a joblib
+``dire.metrics`` computes every Coverage (prdc's formulas; ``prdc.compute_prdc`` is the tests' reference) from
+pairwise distances. prdc's ``compute_pairwise_distance`` asks sklearn for ``n_jobs=8``, so every call starts a joblib
 thread pool; a matched Coverage of 10 classes x 10 draws makes hundreds of 10 x 10 matrices, and a profile of one
 quick-01 IPC 10 experiment spent 27 of its 188 s there. This times :func:`dire.metrics.diversity_metrics` on
 random embeddings of that shape (``--classes`` x ``--real`` real and x ``--ipc`` fake rows of ``--dim``

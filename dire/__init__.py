@@ -6,7 +6,7 @@ The folders follow the data flow; a stage imports only the stages above it
     runs.py         run folders named by config hashes, atomic writes, config fields with help
     distributed.py  under torchrun: rank, world size, each rank's static share of a list, barrier
     regularizer.py  the paper's DiRe terms (CD, CDM, EDM; log-det) on embeddings      ┐ public
-    metrics.py      Vendi score, Coverage (prdc), intra-class cosine                   ┘ face
+    metrics.py      Vendi score, Coverage (PRDC), intra-class cosine                   ┘ face
        │
     data/           datasets by name, augmentation (SRe2L-style, DSA), ZCA, uint8 pixels
        │

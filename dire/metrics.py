@@ -49,20 +49,22 @@ Precision / recall / density / coverage (Naeem et al., 2020)
     Values are computed per class (over the classes present in the fake set)
     and averaged over those classes; ``"all"`` is the same computation on all
     real vs all fake samples, ignoring labels (so it also uses real samples of
-    classes that have no fake samples).  Implementation: ``prdc.compute_prdc``
-    (its stdout chatter is suppressed) when both sets have at least ``k + 2``
-    samples; below that prdc's own k-NN helper fails, so the four numbers are
-    computed with prdc's formulas from the distances its
-    ``compute_pairwise_distance`` gives, but in the calling thread (prdc's
-    helper asks sklearn for ``n_jobs=8``, whose thread start-up costs ~30 ms a
-    call: most of a matched Coverage's time, which makes hundreds of tiny
-    matrices).
+    classes that have no fake samples).  Implementation: prdc's formulas
+    (``prdc.compute_prdc``, which the tests compare against) on the distances
+    its ``compute_pairwise_distance`` gives, but computed in the calling
+    thread.  prdc's helper asks sklearn for ``n_jobs=8``: a thread pool
+    started per call (most of a matched Coverage's time, which makes hundreds
+    of tiny matrices), whose threads each save and reset the process-wide
+    warning filters (scikit-learn 1.9.1); after ~150 calls in one process
+    they race and leave the filters empty, and from then on every call
+    printed a warning (24 000 lines in one quick-01 rerun) and warnings
+    Python hides by default showed up too.
     When a class has ``n_fake <= k`` fake samples the fake-side
     k-NN radius does not exist: recall is ``NaN`` for that class and the
     class average of recall is a *nan-mean* (``NaN`` only if every class is
     ``NaN``); precision, density and coverage are still reported.  A class
     with ``n_real <= k`` real samples raises ``ValueError``.
-    Memory: prdc materialises ``N x N`` and ``N x M`` distance matrices, so
+    Memory: like prdc, this materialises ``N x N`` and ``N x M`` distance matrices, so
     the all-classes version is quadratic in the total number of real samples.
 
 Cosine-based metrics (intra-class cosine, Vendi) reject all-zero embeddings,
@@ -71,15 +73,12 @@ whose cosine similarity is undefined.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import warnings
 from typing import Any
 
 import numpy as np
 import torch
-from prdc import compute_prdc
 from sklearn.metrics import pairwise_distances
 from vendi_score import vendi as _vendi_pkg
 
@@ -292,14 +291,6 @@ def _prdc_from_distances(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str
     }
 
 
-def _prdc(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
-    if real.shape[0] >= k + 2 and fake.shape[0] >= k + 2:
-        with contextlib.redirect_stdout(io.StringIO()):
-            out = compute_prdc(real_features=real, fake_features=fake, nearest_k=k)
-        return {key: float(out[key]) for key in _PRDC_KEYS}
-    return _prdc_from_distances(real, fake, k)
-
-
 def coverage(real, real_labels, fake, fake_labels, *, k: int = 5) -> dict:
     """Precision, recall, density and coverage of ``fake`` w.r.t. ``real``.
 
@@ -334,12 +325,12 @@ def coverage(real, real_labels, fake, fake_labels, *, k: int = 5) -> dict:
             + ", ".join(f"class {c}: {n}" for c, n in too_few.items())
         )
 
-    per_class = {c: _prdc(xr[yr == c], xf[yf == c], k) for c in fake_classes}
+    per_class = {c: _prdc_from_distances(xr[yr == c], xf[yf == c], k) for c in fake_classes}
     out: dict[str, Any] = {}
     for key in _PRDC_KEYS:
         vals = [per_class[c][key] for c in fake_classes]
         out[key] = _nanmean(vals) if key == "recall" else float(np.mean(vals))
-    out["all"] = _prdc(xr, xf, k)
+    out["all"] = _prdc_from_distances(xr, xf, k)
     out["per_class"] = per_class
     return out
 

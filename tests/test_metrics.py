@@ -217,6 +217,24 @@ def test_distance_path_matches_compute_prdc(k, capsys):
     assert_prdc_close(M._prdc_from_distances(real, fake, k), {key: float(v) for key, v in want.items()})
 
 
+def test_metrics_start_no_threads_and_leave_warning_filters_alone(monkeypatch):
+    # prdc's compute_prdc ran sklearn's threaded Parallel, whose threads race on the process-wide warning
+    # filters (scikit-learn 1.9.1 empties them after ~150 calls); the metrics must stay in the calling thread
+    import threading
+    import warnings
+
+    def refuse(self):
+        raise AssertionError(f"the metrics started a thread ({self!r})")
+
+    real, real_y = make_data(8, (40,) * 3, d=6, classes=(0, 1, 2))
+    fake, fake_y = make_data(9, (10,) * 3, d=6, classes=(0, 1, 2), shift=0.2)
+    filters = list(warnings.filters)
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    out = M.diversity_metrics(fake, fake_y, real, real_y, k=5, draws=3)
+    assert warnings.filters == filters
+    assert 0.0 <= out["coverage"] <= 1.0
+
+
 @pytest.mark.parametrize("n_fake", [1, 3, 5, 6])  # k = 5: n_fake <= k -> NaN recall; k + 1 is computable
 def test_coverage_small_fake_set(n_fake, capsys):
     real, real_y = make_data(8, (14, 11), d=3, classes=(0, 1))

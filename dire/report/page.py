@@ -29,7 +29,6 @@ PACKAGES = (
     "scikit-learn",
     "matplotlib",
     "vendi-score",
-    "prdc",
     "papermill",
     "ipykernel",
 )
