@@ -56,9 +56,9 @@ Precision / recall / density / coverage (Naeem et al., 2020)
     started per call (most of a matched Coverage's time, which makes hundreds
     of tiny matrices), whose threads each save and reset the process-wide
     warning filters (scikit-learn 1.9.1); after ~150 calls in one process
-    they race and leave the filters empty, and from then on every call
-    printed a warning (24 000 lines in one quick-01 rerun) and warnings
-    Python hides by default showed up too.
+    they race and leave the filters empty.  From then on every call printed
+    a warning (24 000 lines in one quick-01 rerun), and with no filters left,
+    warnings that Python hides by default would be shown too.
     When a class has ``n_fake <= k`` fake samples the fake-side
     k-NN radius does not exist: recall is ``NaN`` for that class and the
     class average of recall is a *nan-mean* (``NaN`` only if every class is
