@@ -4,6 +4,7 @@ per-seed difference with its confidence interval (against scipy)."""
 
 from __future__ import annotations
 
+import ast
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ from scipy import stats
 
 from dire.evaluation.common import paired_difference
 from dire.metrics import coverage, coverage_expectation, diversity_metrics, matched_coverage
+from dire.report.tables import delta_cell
 
 
 def test_coverage_expectation_by_hand():
@@ -75,11 +77,16 @@ def test_paired_difference_matches_scipy(n):
     assert out["delta"] == pytest.approx(float(np.mean(treated - base)), rel=1e-12)
     assert (out["low"], out["high"]) == pytest.approx((ci.low, ci.high), rel=1e-9)
     assert out["excludes_zero"] == bool(ci.low > 0 or ci.high < 0)
+    # a table's CSV holds the dict's repr, which must read back as numbers (np.float64(...) would not)
+    assert ast.literal_eval(repr(out)) == out
 
 
 def test_paired_difference_edge_cases():
     one = paired_difference([71.0], [70.0])
     assert one["delta"] == 1.0 and math.isnan(one["low"]) and not one["excludes_zero"]
+    undefined = paired_difference([math.nan, 0.5], [0.4, 0.4])  # intra-class cosine at IPC 1 is NaN
+    assert math.isnan(undefined["delta"]) and math.isnan(undefined["high"]) and not undefined["excludes_zero"]
+    assert delta_cell(undefined, 2) == "–" and delta_cell(one, 2) == "+1.00 (1 seed)"
     with pytest.raises(ValueError, match="same, non-zero number"):
         paired_difference([1.0, 2.0], [1.0])
 
@@ -151,7 +158,7 @@ def test_dire_rows_report_paired_t_against_their_baseline(compared):
     _, rows = compared
     base, dire = rows[1], rows[2]
     assert "delta_acc_final" not in base and "delta_acc_final" not in rows[0]
-    for metric in ("acc_final", "vendi", "eval_vendi"):
+    for metric in ("acc_final", "vendi", "eval_vendi", "coverage_matched", "eval_intra_class_cosine"):
         ours, theirs = [r[metric] for r in dire["runs"]], [r[metric] for r in base["runs"]]
         ci = stats.ttest_rel(ours, theirs).confidence_interval(0.95)
         out = dire[f"delta_{metric}"]
@@ -225,3 +232,18 @@ def test_cli_compare_adds_the_reference_row(compared, runs_root, tmp_path):
     assert [line.split("|")[1].strip() for line in table.splitlines()[2:5]] == ["real subset", "sre2l", "sre2l + DiRe"]
     real = next(r for r in rows if r["method"] == "real")
     assert f"{real['acc_final']['mean']:.2f}" in table  # the fixture's real row, from the cache
+
+
+def test_ipc1_cells_read_as_undefined_not_nan():
+    """At IPC 1 a class has one image: intra-class cosine has no pair (NaN from dire.metrics), which the table
+    shows as "–", and the footnote says why."""
+    from dire.metrics import intra_class_cosine
+    from dire.report.tables import mean_pm, table_notes
+
+    one_per_class = intra_class_cosine(np.eye(3), [0, 1, 2])["mean"]
+    assert math.isnan(one_per_class)
+    assert mean_pm({"mean": one_per_class, "std": 0.0, "n": 5}, 3) == "–"
+    assert mean_pm({"mean": 0.6141, "std": 0.0032, "n": 5}, 3) == "0.614 ± 0.003"
+    row = {"metric_network": "teacher convnet_bn", "ipc": 1}
+    assert "IPC 1: one image per class" in table_notes([row])
+    assert "IPC 1" not in table_notes([{**row, "ipc": 10}])

@@ -99,18 +99,18 @@ def synthetic_digest(synthetic: dict) -> str:
 
 def paired_difference(treated: Sequence[float], baseline: Sequence[float], *, confidence: float = 0.95) -> dict:
     """The mean per-seed difference ``treated - baseline`` (seed s against seed s) with a two-sided paired-t
-    confidence interval: ``{"delta", "low", "high", "n", "excludes_zero"}``; one pair gives no interval
-    (NaN bounds)."""
+    confidence interval: ``{"delta", "low", "high", "n", "excludes_zero"}``; one pair, or a NaN among the
+    values, gives no interval (NaN bounds)."""
     from scipy import stats
 
     if len(treated) != len(baseline) or not treated:
         raise ValueError(f"need the same, non-zero number of paired seeds; got {len(treated)} and {len(baseline)}")
     d = [float(a) - float(b) for a, b in zip(treated, baseline)]
     n, delta = len(d), statistics.fmean(d)
-    if n < 2:
+    if n < 2 or math.isnan(delta):  # one pair, or an undefined metric (intra-class cosine at IPC 1)
         return {"delta": delta, "low": math.nan, "high": math.nan, "n": n, "excludes_zero": False}
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * statistics.stdev(d) / math.sqrt(n)
-    low, high = delta - half, delta + half
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * statistics.stdev(d) / math.sqrt(n)
+    low, high = delta - half, delta + half  # floats: a table's CSV holds this dict's repr
     return {"delta": delta, "low": low, "high": high, "n": n, "excludes_zero": bool(low > 0 or high < 0)}
 
 

@@ -13,7 +13,10 @@ from dire.runs import atomic_write_text
 
 
 def mean_pm(stat: dict, digits: int) -> str:
-    """``mean ± std`` of a ``{"mean", "std"[, "n"]}`` statistic; just the mean when ``n`` is 1 (no spread to show)."""
+    """``mean ± std`` of a ``{"mean", "std"[, "n"]}`` statistic; just the mean when ``n`` is 1 (no spread to show);
+    ``–`` where the statistic is undefined (NaN: intra-class cosine of one image per class)."""
+    if math.isnan(stat["mean"]):
+        return "–"
     if stat.get("n") == 1:
         return f"{stat['mean']:.{digits}f}"
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
@@ -32,7 +35,7 @@ Column = tuple[str, Callable[[dict], str]]  # header, and the cell of a row
 def delta_cell(delta: dict | None, digits: int) -> str:
     """``+1.23 [+0.10, +2.36]*``: a paired difference with its 95 % CI, ``*`` where the CI excludes 0; one seed
     gives no interval (``+1.23 (1 seed)``); ``–`` for a row without one (a baseline)."""
-    if delta is None:
+    if delta is None or math.isnan(delta["delta"]):  # no baseline, or an undefined metric
         return "–"
     if delta["n"] < 2 or math.isnan(delta["low"]):
         return f"{delta['delta']:+.{digits}f} ({delta['n']} seed)"
@@ -54,7 +57,7 @@ def _coverage(row: dict, prefix: str, digits: int) -> str:
 def _matched(row: dict, prefix: str, digits: int) -> str:
     """Matched-size Coverage (E its expectation), with the k used where it fell below the nominal one."""
     stat = row.get(f"{prefix}coverage_matched")
-    if stat is None or stat.get("n") == 0:
+    if stat is None or stat.get("n") == 0 or math.isnan(stat["mean"]):  # none measured, or k = 0 (IPC 1)
         return "–"
     k = row[f"{prefix}coverage_matched_k"]["mean"]
     note = f", k {k:.0f}" if k < COVERAGE_K else ""
@@ -115,6 +118,11 @@ def table_notes(rows: Sequence[dict]) -> str:
         notes.append(
             "matched Cov.: Coverage against M real per class (the mean of 10 random draws), E its expectation; "
             f"where M <= {COVERAGE_K} k drops to M - 1 (shown as k)."
+        )
+    if any(r.get("ipc") == 1 for r in rows):
+        notes.append(
+            "IPC 1: one image per class, so Vendi is 1 by definition, and intra-class cosine (no pair) and matched "
+            "Coverage (k = 0) are undefined (–)."
         )
     if any(k.startswith("delta_") for r in rows for k in r):
         notes.append(
