@@ -170,6 +170,14 @@ def test_bar_chart_groups_and_rejects_duplicates():
         bar_chart(rows + [{"m": "a", "acc": 2.0}], x="m", y="acc")
 
 
+def test_bar_chart_centres_a_group_with_fewer_hues():
+    rows = [{"x": 0, "h": h, "v": 1.0} for h in "abc"] + [{"x": 1, "h": h, "v": 1.0} for h in "ac"]
+    ax = bar_chart(rows, x="x", y="v", hue="h").axes[0]
+    centres = sorted(p.get_x() + p.get_width() / 2 for p in ax.patches)
+    width = 0.8 / 3  # the widest group sets the bar width
+    assert centres == pytest.approx([-width, 0.0, width, 1 - width / 2, 1 + width / 2])
+
+
 def test_heatmap_cells_facets_and_duplicates():
     from dire.report.plots import heatmap
 

@@ -375,8 +375,8 @@ def bar_chart(
         table: rows such as ``{"ipc": 10, "method": "+ DiRe", "acc": 61.2, "std": 0.4}``.
         x: column giving the bar groups along the x axis (order of first appearance).
         y: column giving the bar heights; rows whose value is None or NaN are skipped.
-        hue: column splitting each group into side-by-side bars, with a legend
-            (default None: one bar per group).
+        hue: column splitting each group into side-by-side bars, centred in the group, with a legend
+            right of the axes (default None: one bar per group).
         yerr: column with symmetric error bars (default None).
         title: axes title (default None).
         figsize: figure size in inches (default 5 × 3).
@@ -394,15 +394,20 @@ def bar_chart(
             )
         cells[key] = row
 
+    def shown(row: Mapping[str, Any] | None) -> bool:
+        return row is not None and row.get(y) is not None and not np.isnan(float(row[y]))
+
+    # each group's bars side by side and centred, so a group with fewer hues has no gaps
+    groups = {xv: [h for h in hues if shown(cells.get((xv, h)))] for xv in xs}
+    width = 0.8 / max(1, *(len(g) for g in groups.values()))
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-    width = 0.8 / len(hues)
-    for j, (h, colour) in enumerate(zip(hues, _palette(len(hues)))):
+    for h, colour in zip(hues, _palette(len(hues))):
         pos, heights, errs = [], [], []
         for i, xv in enumerate(xs):
-            row = cells.get((xv, h))
-            if row is None or row.get(y) is None or np.isnan(float(row[y])):
+            if h not in groups[xv]:
                 continue
-            pos.append(i - 0.4 + width * (j + 0.5))
+            row, k, n = cells[(xv, h)], groups[xv].index(h), len(groups[xv])
+            pos.append(i + width * (k - (n - 1) / 2))
             heights.append(float(row[y]))
             errs.append(float(row[yerr]) if yerr and row.get(yerr) is not None else 0.0)
         ax.bar(
@@ -418,7 +423,7 @@ def bar_chart(
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     if hue:
-        ax.legend(title=hue, frameon=False)
+        ax.legend(title=hue, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside, not over, the bars
     if title:
         ax.set_title(title)
     return fig
