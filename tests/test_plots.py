@@ -176,6 +176,7 @@ def test_bar_chart_centres_a_group_with_fewer_hues():
     centres = sorted(p.get_x() + p.get_width() / 2 for p in ax.patches)
     width = 0.8 / 3  # the widest group sets the bar width
     assert centres == pytest.approx([-width, 0.0, width, 1 - width / 2, 1 + width / 2])
+    assert not bar_chart([], x="x", y="v", hue="h").axes[0].patches  # nothing to draw is an empty chart
 
 
 def test_heatmap_cells_facets_and_duplicates():

@@ -399,7 +399,7 @@ def bar_chart(
 
     # each group's bars side by side and centred, so a group with fewer hues has no gaps
     groups = {xv: [h for h in hues if shown(cells.get((xv, h)))] for xv in xs}
-    width = 0.8 / max(1, *(len(g) for g in groups.values()))
+    width = 0.8 / max([1, *(len(g) for g in groups.values())])  # a list: an empty table has no groups
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     for h, colour in zip(hues, _palette(len(hues))):
         pos, heights, errs = [], [], []
@@ -422,7 +422,7 @@ def bar_chart(
     ax.set_xticks(range(len(xs)), [str(v) for v in xs])
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    if hue:
+    if hue and hues:
         ax.legend(title=hue, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside, not over, the bars
     if title:
         ax.set_title(title)
