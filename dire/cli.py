@@ -257,16 +257,24 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--path", default="RESULTS.md")
     res.add_argument("--figures", default="figures", help="the folder the tables' paths are relative to")
     runs = sub.add_parser(
-        "runs", help="the runs/ cache: list it, verify every artifact, clean unfinished runs", formatter_class=fmt
+        "runs",
+        help="the runs/ cache: list it, verify every artifact, clean unfinished runs, carry finished ones elsewhere",
+        formatter_class=fmt,
     )
     runs.add_argument(
         "action",
-        choices=["list", "verify", "clean"],
+        choices=["list", "verify", "clean", "pack", "unpack"],
         help="list: one line per run folder; verify: load every artifact and check every config; "
-        "clean: remove incomplete run folders (never complete ones) and leftover temporary files",
+        "clean: remove incomplete run folders (never complete ones) and leftover temporary files; "
+        "pack: write the complete run folders to --archive, to resume the run on another machine; "
+        "unpack: add the run folders of --archive (keeping complete ones already here)",
     )
     runs.add_argument("--runs-root", default="runs")
     runs.add_argument("--dry-run", action="store_true", help="clean: only say what would be removed")
+    runs.add_argument("--archive", default=None, help="pack / unpack: the .tar.gz file")
+    runs.add_argument(
+        "--stage", action="append", default=None, help="pack: only this stage (repeat for several; default: all)"
+    )
     return parser
 
 
@@ -348,6 +356,16 @@ def diversity_lines(div: dict, network: str) -> list[str]:
 def _runs_command(args: argparse.Namespace) -> int:
     from dire.report import runs_folder
 
+    if args.action in ("pack", "unpack"):
+        if args.archive is None:
+            raise ValueError(f"dire runs {args.action} needs --archive FILE.tar.gz")
+        if args.action == "pack":
+            packed = runs_folder.pack(args.runs_root, args.archive, stages=args.stage)
+            print(f"packed {len(packed)} complete run folder(s) into {args.archive}")
+        else:
+            added, kept = runs_folder.unpack(args.archive, args.runs_root)
+            print(f"added {len(added)} run folder(s) to {args.runs_root}; kept {len(kept)} already here")
+        return 0
     if args.action == "clean":
         removed = runs_folder.clean(args.runs_root, dry_run=args.dry_run)
         for path in removed:

@@ -1,4 +1,5 @@
-"""``dire runs``: what a runs/ folder holds, whether every artifact in it loads, and removing what is unfinished.
+"""``dire runs``: what a runs/ folder holds, whether every artifact in it loads, removing what is unfinished,
+and carrying finished work to another machine (:func:`pack` there, :func:`unpack` here).
 
 A run folder ``<root>/<stage>/<hash>/`` is *complete* when the file its stage writes last is there
 (:data:`FINISHED`); otherwise it is *incomplete*: a run that was killed, or one in progress in another
@@ -7,16 +8,19 @@ process (its lock is held; :func:`clean` leaves those alone).
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import re
 import shutil
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import Timeout
 
-from dire.runs import FORMAT, CacheError, hash_text, load, lock, read_json
+from dire.runs import FORMAT, CacheError, atomic_write, hash_text, load, lock, read_json
 
 # stage -> whether a folder is finished (the stage's last write is there)
 FINISHED: dict[str, Callable[[Path], bool]] = {
@@ -140,3 +144,78 @@ def describe(run: RunFolder) -> str:
         summary = " ".join(f"{k}={config[k]}" for k in keys if isinstance(config, dict) and k in config)
     state = "complete" if run.complete else "incomplete"
     return f"{run.stage:<11} {run.path.name}  {state:<10} {run.bytes / 2**20:8.1f} MiB  {summary}".rstrip()
+
+
+def _check_stages(stages) -> list[str]:
+    stages = sorted(FINISHED) if stages is None else list(stages)
+    if unknown := sorted(set(stages) - set(FINISHED)):
+        raise ValueError(f"unknown stage(s) {unknown}; expected some of {sorted(FINISHED)}")
+    return stages
+
+
+def _carried(folder: Path) -> list[Path]:
+    """A folder's files worth carrying: not its locks, nor temporary files, nor hidden ones."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix != ".lock")
+
+
+def pack(root: str | Path, archive: str | Path, *, stages=None) -> list[RunFolder]:
+    """Write the complete run folders of ``stages`` (default: every stage) under ``root`` to the gzipped tar
+    ``archive`` (atomically), to resume their run on another machine with :func:`unpack`; returns the folders.
+
+    Incomplete folders, locks and temporary files stay behind. Members are sorted, with zeroed times and owners,
+    so the same folders always pack to the same bytes."""
+    stages = _check_stages(stages)
+    runs = [r for r in scan(root) if r.complete and r.stage in stages]
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped, tarfile.open(fileobj=zipped, mode="w") as tar:
+        for run in runs:
+            for path in _carried(run.path):
+                info = tarfile.TarInfo(f"{run.stage}/{run.path.name}/{path.name}")
+                info.size, info.mode = path.stat().st_size, 0o644
+                with path.open("rb") as handle:
+                    tar.addfile(info, handle)
+    atomic_write(archive, lambda handle: handle.write(buffer.getvalue()))
+    return runs
+
+
+_MEMBER = re.compile(r"^(?P<stage>[a-z_]+)/(?P<name>[0-9a-f]{12})/(?P<file>[A-Za-z0-9_][A-Za-z0-9_.-]*)$")
+
+
+def unpack(archive: str | Path, root: str | Path) -> tuple[list[Path], list[Path]]:
+    """Add the run folders packed in ``archive`` (:func:`pack`) to ``root``; returns ``(added, kept)``.
+
+    A folder ``root`` already holds complete, or that a process is working in, is kept as it is. Each folder is
+    written beside its place and renamed into it once its config hashes to its name and its last file is there,
+    so a cut unpack leaves no half folder (only a hidden leftover that `dire runs clean` removes). A member that
+    is not ``<stage>/<12-hex hash>/<file>`` of a known stage is refused before anything is written."""
+    folders: dict[tuple[str, str], dict[str, bytes]] = {}
+    with tarfile.open(archive, mode="r:gz") as tar:
+        for member in tar:
+            match = _MEMBER.match(member.name)
+            if not member.isfile() or match is None or match["stage"] not in FINISHED:
+                raise CacheError(
+                    f"{archive}: member {member.name!r} is not <stage>/<12-hex hash>/<file> of a stage in "
+                    f"{sorted(FINISHED)}; make the archive with `dire runs pack`"
+                )
+            folders.setdefault((match["stage"], match["name"]), {})[match["file"]] = tar.extractfile(member).read()
+    added, kept = [], []
+    for (stage, name), files in sorted(folders.items()):
+        dest = Path(root) / stage / name
+        if dest.exists() and (FINISHED[stage](dest) or _busy(dest)):
+            kept.append(dest)
+            continue
+        if "config.json" not in files or hash_text(json.loads(files["config.json"])) != name:
+            raise CacheError(f"{archive}: {stage}/{name}'s config.json is missing or does not hash to its name")
+        staging = dest.parent / f".{name}.unpack.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for file, data in files.items():
+            (staging / file).write_bytes(data)
+        if not FINISHED[stage](staging):
+            shutil.rmtree(staging)
+            raise CacheError(f"{archive}: {stage}/{name} is incomplete (its stage's last file is missing)")
+        if dest.exists():  # an incomplete folder no process works in: the packed one replaces it
+            shutil.rmtree(dest)
+        staging.rename(dest)
+        added.append(dest)
+    return added, kept
