@@ -120,3 +120,35 @@ def test_cli_pack_and_unpack(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["runs", "pack", "--runs-root", str(tmp_path / "here")])
     assert "dire runs pack needs --archive FILE.tar.gz" in capsys.readouterr().err
+
+
+def test_a_bad_folder_anywhere_in_the_archive_stops_the_unpack_before_any_folder_is_written(tmp_path):
+    _runs(tmp_path / "here")
+    archive = tmp_path / "good.tar.gz"
+    runs_folder.pack(tmp_path / "here", archive)
+    with tarfile.open(archive, "r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}
+    members["teacher/ffffffffffff/config.json"] = b"not json"  # sorts after the good folders
+    with pytest.raises(CacheError, match="ffffffffffff's config.json is missing or does not hash"):
+        runs_folder.unpack(_archive(tmp_path / "bad.tar.gz", members), tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_truncated_archive_is_refused_with_how_to_remake_it(tmp_path):
+    _runs(tmp_path / "here")
+    runs_folder.pack(tmp_path / "here", tmp_path / "good.tar.gz")
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes((tmp_path / "good.tar.gz").read_bytes()[:300])
+    with pytest.raises(CacheError, match="not a whole .tar.gz .*`dire runs pack`"):
+        runs_folder.unpack(cut, tmp_path / "runs")
+
+
+def test_a_cut_unpack_leaves_only_a_hidden_folder_that_clean_removes(tmp_path):
+    teacher, _, _ = _runs(tmp_path / "here")
+    staging = teacher.parent / f".{teacher.name}{runs_folder.UNPACKING}"
+    staging.mkdir()
+    (staging / "config.json").write_text("{}")
+    assert staging not in [r.path for r in runs_folder.scan(tmp_path / "here")]
+    assert staging in runs_folder.clean(tmp_path / "here", dry_run=True) and staging.exists()
+    runs_folder.clean(tmp_path / "here")
+    assert not staging.exists() and teacher.exists()

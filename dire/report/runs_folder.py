@@ -57,7 +57,7 @@ def scan(root: str | Path) -> list[RunFolder]:
         raise FileNotFoundError(f"{root}: no runs folder here; pass --runs-root (default: runs)")
     out = []
     for stage_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for folder in sorted(p for p in stage_dir.iterdir() if p.is_dir()):
+        for folder in sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             finished = FINISHED.get(stage_dir.name, lambda f: False)
             out.append(RunFolder(stage_dir.name, folder, finished(folder), _size(folder)))
     return out
@@ -117,7 +117,10 @@ def verify(root: str | Path) -> list[RunFolder]:
 def clean(root: str | Path, *, dry_run: bool = False) -> list[Path]:
     """Remove incomplete run folders that no process is working in, and leftover temporary files in the
     others; returns what was (or, with ``dry_run``, would be) removed. Complete folders are never touched."""
-    removed = []
+    removed = sorted(Path(root).glob(f"*/.*{UNPACKING}"))  # an unpack that was cut (see :func:`unpack`)
+    if not dry_run:
+        for folder in removed:
+            shutil.rmtree(folder)
     for run in scan(root):
         if not run.complete and run.stage in FINISHED and not _busy(run.path):
             removed.append(run.path)
@@ -178,6 +181,7 @@ def pack(root: str | Path, archive: str | Path, *, stages=None) -> list[RunFolde
     return runs
 
 
+UNPACKING = ".unpack.tmp"  # suffix of a folder being unpacked beside its place (hidden: a leading dot)
 _MEMBER = re.compile(r"^(?P<stage>[a-z_]+)/(?P<name>[0-9a-f]{12})/(?P<file>[A-Za-z0-9_][A-Za-z0-9_.-]*)$")
 
 
@@ -189,24 +193,35 @@ def unpack(archive: str | Path, root: str | Path) -> tuple[list[Path], list[Path
     so a cut unpack leaves no half folder (only a hidden leftover that `dire runs clean` removes). A member that
     is not ``<stage>/<12-hex hash>/<file>`` of a known stage is refused before anything is written."""
     folders: dict[tuple[str, str], dict[str, bytes]] = {}
-    with tarfile.open(archive, mode="r:gz") as tar:
-        for member in tar:
-            match = _MEMBER.match(member.name)
-            if not member.isfile() or match is None or match["stage"] not in FINISHED:
-                raise CacheError(
-                    f"{archive}: member {member.name!r} is not <stage>/<12-hex hash>/<file> of a stage in "
-                    f"{sorted(FINISHED)}; make the archive with `dire runs pack`"
-                )
-            folders.setdefault((match["stage"], match["name"]), {})[match["file"]] = tar.extractfile(member).read()
+    try:
+        with tarfile.open(archive, mode="r:gz") as tar:
+            for member in tar:
+                match = _MEMBER.match(member.name)
+                if not member.isfile() or match is None or match["stage"] not in FINISHED:
+                    raise CacheError(
+                        f"{archive}: member {member.name!r} is not <stage>/<12-hex hash>/<file> of a stage in "
+                        f"{sorted(FINISHED)}; make the archive with `dire runs pack`"
+                    )
+                files = folders.setdefault((match["stage"], match["name"]), {})
+                files[match["file"]] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise CacheError(f"{archive}: not a whole .tar.gz ({err}); make it again with `dire runs pack`") from err
+    for (stage, name), files in folders.items():  # every folder checked before any is written
+        try:
+            fits = hash_text(json.loads(files["config.json"])) == name
+        except (KeyError, ValueError):
+            fits = False
+        if not fits:
+            raise CacheError(f"{archive}: {stage}/{name}'s config.json is missing or does not hash to its name")
     added, kept = [], []
     for (stage, name), files in sorted(folders.items()):
         dest = Path(root) / stage / name
         if dest.exists() and (FINISHED[stage](dest) or _busy(dest)):
             kept.append(dest)
             continue
-        if "config.json" not in files or hash_text(json.loads(files["config.json"])) != name:
-            raise CacheError(f"{archive}: {stage}/{name}'s config.json is missing or does not hash to its name")
-        staging = dest.parent / f".{name}.unpack.tmp"
+        staging = dest.parent / f".{name}{UNPACKING}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         for file, data in files.items():
