@@ -152,3 +152,16 @@ def test_a_cut_unpack_leaves_only_a_hidden_folder_that_clean_removes(tmp_path):
     assert staging in runs_folder.clean(tmp_path / "here", dry_run=True) and staging.exists()
     runs_folder.clean(tmp_path / "here")
     assert not staging.exists() and teacher.exists()
+
+
+def test_an_incomplete_folder_in_the_archive_leaves_no_folder_added(tmp_path):
+    teacher, student, _ = _runs(tmp_path / "here")
+    archive = tmp_path / "good.tar.gz"
+    runs_folder.pack(tmp_path / "here", archive)
+    with tarfile.open(archive, "r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}
+    del members[f"teacher/{teacher.name}/metrics.json"]  # the teacher sorts after the complete student
+    with pytest.raises(CacheError, match=f"teacher/{teacher.name} is incomplete"):
+        runs_folder.unpack(_archive(tmp_path / "bad.tar.gz", members), tmp_path / "runs")
+    assert not (tmp_path / "runs" / "student" / student.name).exists()
+    assert not list((tmp_path / "runs").rglob(f"*{runs_folder.UNPACKING}"))

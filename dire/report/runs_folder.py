@@ -9,7 +9,6 @@ process (its lock is held; :func:`clean` leaves those alone).
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import re
 import shutil
@@ -169,15 +168,17 @@ def pack(root: str | Path, archive: str | Path, *, stages=None) -> list[RunFolde
     so the same folders always pack to the same bytes."""
     stages = _check_stages(stages)
     runs = [r for r in scan(root) if r.complete and r.stage in stages]
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped, tarfile.open(fileobj=zipped, mode="w") as tar:
-        for run in runs:
-            for path in _carried(run.path):
-                info = tarfile.TarInfo(f"{run.stage}/{run.path.name}/{path.name}")
-                info.size, info.mode = path.stat().st_size, 0o644
-                with path.open("rb") as handle:
-                    tar.addfile(info, handle)
-    atomic_write(archive, lambda handle: handle.write(buffer.getvalue()))
+
+    def write(out) -> None:  # streamed into atomic_write's temporary file, not held in memory
+        with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as zipped, tarfile.open(fileobj=zipped, mode="w") as tar:
+            for run in runs:
+                for path in _carried(run.path):
+                    info = tarfile.TarInfo(f"{run.stage}/{run.path.name}/{path.name}")
+                    info.size, info.mode = path.stat().st_size, 0o644
+                    with path.open("rb") as handle:
+                        tar.addfile(info, handle)
+
+    atomic_write(archive, write)
     return runs
 
 
@@ -215,7 +216,7 @@ def unpack(archive: str | Path, root: str | Path) -> tuple[list[Path], list[Path
             fits = False
         if not fits:
             raise CacheError(f"{archive}: {stage}/{name}'s config.json is missing or does not hash to its name")
-    added, kept = [], []
+    kept, staged = [], []  # every folder is staged and checked before any is renamed into place
     for (stage, name), files in sorted(folders.items()):
         dest = Path(root) / stage / name
         if dest.exists() and (FINISHED[stage](dest) or _busy(dest)):
@@ -224,13 +225,15 @@ def unpack(archive: str | Path, root: str | Path) -> tuple[list[Path], list[Path
         staging = dest.parent / f".{name}{UNPACKING}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
+        staged.append((staging, dest))
         for file, data in files.items():
             (staging / file).write_bytes(data)
         if not FINISHED[stage](staging):
-            shutil.rmtree(staging)
+            for folder, _ in staged:
+                shutil.rmtree(folder)
             raise CacheError(f"{archive}: {stage}/{name} is incomplete (its stage's last file is missing)")
+    for staging, dest in staged:
         if dest.exists():  # an incomplete folder no process works in: the packed one replaces it
             shutil.rmtree(dest)
         staging.rename(dest)
-        added.append(dest)
-    return added, kept
+    return [dest for _, dest in staged], kept
