@@ -179,6 +179,24 @@ def test_bar_chart_centres_a_group_with_fewer_hues():
     assert not bar_chart([], x="x", y="v", hue="h").axes[0].patches  # nothing to draw is an empty chart
 
 
+def test_bar_chart_tilts_group_labels_only_when_they_would_overlap():
+    names = ["convnet_w32", "resnet18", "mobilenet_v2", "shufflenet_v2", "vit_tiny", "swin_tiny"]  # 03's students
+    rows = [{"student": n, "h": h, "acc": 50.0} for n in names for h in ("a", "b", "c")]
+    fig = bar_chart(rows, x="student", y="acc", hue="h", ylabel="accuracy (%)")
+    ax = fig.axes[0]
+    fig.canvas.draw()  # as saving does: constrained layout makes room for the tilted labels
+    renderer = fig.canvas.get_renderer()
+    labels = ax.get_xticklabels()
+    assert {t.get_rotation() for t in labels} == {30.0} and ax.get_ylabel() == "accuracy (%)"
+    assert min(t.get_window_extent(renderer).y0 for t in labels) >= 0
+    assert min(t.get_window_extent(renderer).x0 for t in labels) >= 0
+
+    fig = bar_chart([{"s": s, "ms": 1.0} for s in ("baseline", "+ DiRe")], x="s", y="ms")
+    labels = fig.axes[0].get_xticklabels()
+    boxes = [t.get_window_extent(fig.canvas.get_renderer()) for t in labels]
+    assert {t.get_rotation() for t in labels} == {0.0} and boxes[0].x1 < boxes[1].x0  # roomy: level, apart
+
+
 def test_heatmap_cells_facets_and_duplicates():
     from dire.report.plots import heatmap
 

@@ -367,6 +367,7 @@ def bar_chart(
     hue: str | None = None,
     yerr: str | None = None,
     title: str | None = None,
+    ylabel: str | None = None,
     figsize: tuple[float, float] = (5.0, 3.0),
 ) -> Figure:
     """Grouped bars from a results table given as a list of row dicts.
@@ -379,9 +380,10 @@ def bar_chart(
             right of the axes (default None: one bar per group).
         yerr: column with symmetric error bars (default None).
         title: axes title (default None).
+        ylabel: y-axis label (default None: the ``y`` column's name).
         figsize: figure size in inches (default 5 × 3).
 
-    Each ``(x, hue)`` pair must appear at most once.
+    Each ``(x, hue)`` pair must appear at most once. Group labels that would overlap side by side are tilted.
     """
     xs = _ordered_unique([row[x] for row in table])
     hues = _ordered_unique([row[hue] for row in table]) if hue else [None]
@@ -421,12 +423,21 @@ def bar_chart(
         )
     ax.set_xticks(range(len(xs)), [str(v) for v in xs])
     ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    ax.set_ylabel(y if ylabel is None else ylabel)
     if hue and hues:
         ax.legend(title=hue, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside, not over, the bars
     if title:
         ax.set_title(title)
+    _tilt_crowded_labels(fig, ax)
     return fig
+
+
+def _tilt_crowded_labels(fig: Figure, ax) -> None:
+    """Tilt the x tick labels, right-aligned under their ticks, when two neighbours would overlap."""
+    fig.canvas.draw()  # label extents need a rendered layout
+    boxes = [t.get_window_extent() for t in ax.get_xticklabels() if t.get_text()]
+    if any(left.x1 > right.x0 for left, right in zip(boxes, boxes[1:])):
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
 
 
 def heatmap(
