@@ -25,6 +25,7 @@ from typing import Any
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -432,7 +433,7 @@ def bar_chart(
     return fig
 
 
-def _tilt_crowded_labels(fig: Figure, ax) -> None:
+def _tilt_crowded_labels(fig: Figure, ax: Axes) -> None:
     """Tilt the x tick labels, right-aligned under their ticks, when two neighbours would overlap."""
     fig.canvas.draw()  # label extents need a rendered layout
     boxes = [t.get_window_extent() for t in ax.get_xticklabels() if t.get_text()]
