@@ -205,9 +205,9 @@ def unpack(archive: str | Path, root: str | Path) -> tuple[list[Path], list[Path
                     )
                 files = folders.setdefault((match["stage"], match["name"]), {})
                 files[match["file"]] = tar.extractfile(member).read()
+    except FileNotFoundError:
+        raise  # a wrong path is not a damaged archive: its own message says which file is missing
     except (tarfile.TarError, EOFError, OSError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
         raise CacheError(f"{archive}: not a whole .tar.gz ({err}); make it again with `dire runs pack`") from err
     for (stage, name), files in folders.items():  # every folder checked before any is written
         try:
